@@ -1,0 +1,735 @@
+/*
+ * mem.c - the memory tier: shards, their Robin Hood tables, and the item
+ * operations with memcached's semantics. The layout and the reference
+ * rule are described in mem_int.h; the eviction policy is in evict.c.
+ *
+ * Every operation hashes outside the lock, locks one shard, and does all
+ * its table work there. Lock order: shard, then slab class, then slab
+ * pool; a thread never holds two shard locks.
+ */
+#include "mem_int.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+
+#define MEM_MIN_CAP 64u
+#define MEM_MAX_SHARDS 256u
+#define MEM_RECLAIM_BATCH 16
+
+/* ---- table ---- */
+
+static uint64_t slot_make(const struct tc_item *it, unsigned tag,
+                          unsigned dist)
+{
+    return ((uint64_t)tag << SLOT_TAG_SHIFT) |
+           ((uint64_t)dist << SLOT_DIST_SHIFT) | (uint64_t)(uintptr_t)it;
+}
+
+static mem_shard *mem_shard_of(mem *m, uint64_t h)
+{
+    return &m->shards[(h >> 56) & (m->cfg.shards - 1)];
+}
+
+uint64_t mem_hash(const mem *m, const void *key, size_t klen)
+{
+    return hash_key(key, klen, m->cfg.seed);
+}
+
+static struct tc_item *table_find(mem_shard *sh, uint64_t h, const void *key,
+                                  size_t klen, uint32_t *pos)
+{
+    uint32_t cap = sh->cap;
+    uint32_t i = hash_home(h, cap);
+    uint64_t tag = hash_tag(h);
+
+    for (unsigned d = 0;; d++) {
+        uint64_t s = sh->slots[i];
+        if (s == 0 || slot_dist(s) < d)
+            return NULL;
+        if ((s >> SLOT_TAG_SHIFT) == tag) {
+            struct tc_item *it = slot_item(s);
+            if (it->klen == klen && memcmp(item_key(it), key, klen) == 0) {
+                *pos = i;
+                return it;
+            }
+        }
+        if (++i == cap)
+            i = 0;
+    }
+}
+
+bool mem_table_find_ptr(const mem *m, mem_shard *sh, const struct tc_item *it,
+                        uint32_t *pos)
+{
+    uint64_t h = hash_key(item_key(it), it->klen, m->cfg.seed);
+    uint32_t cap = sh->cap;
+    uint32_t i = hash_home(h, cap);
+
+    for (unsigned d = 0;; d++) {
+        uint64_t s = sh->slots[i];
+        if (s == 0 || slot_dist(s) < d)
+            return false;
+        if (slot_item(s) == it) {
+            *pos = i;
+            return true;
+        }
+        if (++i == cap)
+            i = 0;
+    }
+}
+
+/*
+ * Places an entry (without distance bits) whose home is home. Returns 0 on
+ * success; when a probe distance would pass SLOT_DIST_MAX, returns the
+ * entry left without a place (the table is then still consistent, minus
+ * that entry).
+ */
+static uint64_t table_place(uint64_t *slots, uint32_t cap, uint32_t home,
+                            uint64_t entry)
+{
+    const uint64_t dist_mask = (uint64_t)0xff << SLOT_DIST_SHIFT;
+    uint32_t i = home;
+    unsigned d = 0;
+
+    for (;;) {
+        uint64_t s = slots[i];
+        if (s == 0) {
+            slots[i] = entry | ((uint64_t)d << SLOT_DIST_SHIFT);
+            return 0;
+        }
+        unsigned sd = slot_dist(s);
+        if (sd < d) {
+            slots[i] = entry | ((uint64_t)d << SLOT_DIST_SHIFT);
+            entry = s & ~dist_mask;
+            d = sd;
+        }
+        if (++i == cap)
+            i = 0;
+        if (++d > SLOT_DIST_MAX)
+            return entry;
+    }
+}
+
+void mem_table_remove_at(mem_shard *sh, uint32_t pos)
+{
+    uint32_t cap = sh->cap;
+    uint32_t i = pos;
+
+    for (;;) {
+        uint32_t j = i + 1 == cap ? 0 : i + 1;
+        uint64_t s = sh->slots[j];
+        if (s == 0 || slot_dist(s) == 0) {
+            sh->slots[i] = 0;
+            break;
+        }
+        sh->slots[i] = s - ((uint64_t)1 << SLOT_DIST_SHIFT);
+        i = j;
+    }
+    sh->count--;
+}
+
+static uint32_t table_grow_at(uint32_t cap)
+{
+    return (uint32_t)((uint64_t)cap * 9 / 10);
+}
+
+/*
+ * Rehashes the shard into a table half again as big. extra, if not 0, is
+ * an entry that lost its place and is placed too. Returns false when out
+ * of memory or when the table cannot grow (extra is then still homeless).
+ */
+static bool table_grow(mem *m, mem_shard *sh, uint64_t extra)
+{
+    uint64_t ncap = (uint64_t)sh->cap + sh->cap / 2;
+
+    for (;;) {
+        if (ncap > UINT32_MAX)
+            return false;
+        uint64_t *ns = calloc((size_t)ncap, sizeof(*ns));
+        if (ns == NULL)
+            return false;
+        bool ok = true;
+        for (uint32_t i = 0; i < sh->cap + (extra != 0) && ok; i++) {
+            uint64_t s = i < sh->cap ? sh->slots[i] : extra;
+            if (s == 0)
+                continue;
+            const struct tc_item *it = slot_item(s);
+            uint64_t h = hash_key(item_key(it), it->klen, m->cfg.seed);
+            uint64_t e = slot_make(it, hash_tag(h), 0);
+            ok = table_place(ns, (uint32_t)ncap, hash_home(h, (uint32_t)ncap),
+                             e) == 0;
+        }
+        if (!ok) {
+            /* A probe chain longer than 255: only a broken hash does
+             * this, but grow further rather than lose an item. */
+            free(ns);
+            ncap += ncap / 2;
+            continue;
+        }
+        free(sh->slots);
+        sh->slots = ns;
+        sh->cap = (uint32_t)ncap;
+        sh->grow_at = table_grow_at(sh->cap);
+        sh->hand = 0;
+        evict_ghost_resize(sh, sh->cap);
+        return true;
+    }
+}
+
+/* ---- item life ---- */
+
+void mem_release(mem *m, mem_shard *sh, struct tc_item *it)
+{
+    size_t cost = mem_item_cost(it);
+    sh->bytes -= cost;
+    atomic_fetch_sub_explicit(&m->used, cost, memory_order_relaxed);
+    item_unref(it);
+}
+
+/* Ends an item's membership of the table (it is no longer, or about to
+ * no longer be, in a slot); drops the shard's reference unless the small
+ * FIFO's ring still holds it, dead, until the FIFO reaches it. */
+static void mem_drop_link(mem *m, mem_shard *sh, struct tc_item *it)
+{
+    it->bits &= (uint8_t)~ITEM_LINKED;
+    if (it->bits & ITEM_SMALL) {
+        it->bits &= (uint8_t)~ITEM_SMALL;
+        sh->small_count--;
+    }
+    if (!(it->bits & ITEM_RING))
+        mem_release(m, sh, it);
+}
+
+void mem_unlink_at(mem *m, mem_shard *sh, struct tc_item *it, uint32_t pos)
+{
+    mem_table_remove_at(sh, pos);
+    mem_drop_link(m, sh, it);
+}
+
+/* Finds key; an expired item found is unlinked and reported as absent. */
+static struct tc_item *mem_find_live(mem *m, mem_shard *sh, uint64_t h,
+                                     const void *key, size_t klen,
+                                     uint32_t now, uint32_t *pos, bool *expired)
+{
+    struct tc_item *it = table_find(sh, h, key, klen, pos);
+    *expired = false;
+    if (it != NULL && item_expired(it, now)) {
+        mem_unlink_at(m, sh, it, *pos);
+        sh->st.reclaimed++;
+        *expired = true;
+        return NULL;
+    }
+    return it;
+}
+
+static uint64_t mem_next_cas(mem *m, mem_shard *sh)
+{
+    uint64_t cas = sh->cas_next;
+    sh->cas_next += m->cfg.shards;
+    return cas;
+}
+
+/* Publishes nit in place of old (at pos), or as a new entry (old NULL).
+ * Returns TC_ENOMEM only when the table must grow and cannot. */
+static tc_status mem_publish(mem *m, mem_shard *sh, uint64_t h, uint32_t pos,
+                             struct tc_item *old, struct tc_item *nit)
+{
+    nit->cas = mem_next_cas(m, sh);
+    nit->bits = ITEM_LINKED;
+    if (old != NULL) {
+        uint64_t s = sh->slots[pos];
+        sh->slots[pos] = (s & ~SLOT_PTR_MASK) | (uint64_t)(uintptr_t)nit;
+        evict_inherit(sh, old, nit);
+        mem_drop_link(m, sh, old);
+    } else {
+        if (sh->count + 1 > sh->grow_at && !table_grow(m, sh, 0))
+            return TC_ENOMEM;
+        uint64_t left = table_place(sh->slots, sh->cap, hash_home(h, sh->cap),
+                                    slot_make(nit, hash_tag(h), 0));
+        if (left != 0 && !table_grow(m, sh, left)) {
+            /* Out of memory with an entry displaced: it loses its place,
+             * as an eviction would take it. */
+            struct tc_item *lost = slot_item(left);
+            if (lost == nit)
+                return TC_ENOMEM;
+            sh->st.evictions++;
+            sh->count--;
+            mem_drop_link(m, sh, lost);
+        }
+        sh->count++;
+        evict_admit(m, sh, h, nit);
+    }
+    size_t cost = mem_item_cost(nit);
+    sh->bytes += cost;
+    atomic_fetch_add_explicit(&m->used, cost, memory_order_relaxed);
+    sh->st.total_items++;
+    return TC_OK;
+}
+
+/* Evicts from other shards while the tier is over its limit. Called with
+ * no shard locked. */
+static void mem_reclaim(mem *m, uint32_t now)
+{
+    unsigned n = m->cfg.shards;
+    unsigned idle = 0;
+
+    while (mem_over_limit(m) && idle < n) {
+        unsigned i = atomic_fetch_add_explicit(&m->reclaim_cursor, 1,
+                                               memory_order_relaxed) % n;
+        mem_shard *sh = &m->shards[i];
+        int done = 0;
+        pthread_mutex_lock(&sh->lock);
+        while (done < MEM_RECLAIM_BATCH && mem_over_limit(m) &&
+               evict_one(m, sh, now))
+            done++;
+        pthread_mutex_unlock(&sh->lock);
+        idle = done > 0 ? 0 : idle + 1;
+    }
+}
+
+/* ---- operations ---- */
+
+tc_status mem_get(mem *m, uint64_t h, const void *key, size_t klen,
+                  uint32_t now, uint64_t touch, mem_visit_fn fn, void *arg)
+{
+    mem_shard *sh = mem_shard_of(m, h);
+    uint32_t pos;
+    bool expired;
+
+    pthread_mutex_lock(&sh->lock);
+    struct tc_item *it = mem_find_live(m, sh, h, key, klen, now, &pos,
+                                       &expired);
+    /* As in memcached, a gat counts as a touch and not as a get. */
+    if (it == NULL) {
+        if (touch != MEM_NO_TOUCH) {
+            sh->st.touch_misses++;
+        } else {
+            sh->st.get_misses++;
+            if (expired)
+                sh->st.get_expired++;
+        }
+        pthread_mutex_unlock(&sh->lock);
+        return TC_ENOTFOUND;
+    }
+    if (touch != MEM_NO_TOUCH) {
+        item_set_exptime(it, (uint32_t)touch);
+        sh->st.touch_hits++;
+    } else {
+        sh->st.get_hits++;
+    }
+    if ((it->bits & ITEM_FREQ_MASK) < ITEM_FREQ_MASK)
+        it->bits++;
+    fn(arg, it);
+    pthread_mutex_unlock(&sh->lock);
+    return TC_OK;
+}
+
+static tc_status mem_store_check(mem_shard *sh, tc_store_mode mode,
+                                 const struct tc_item *old, uint64_t cas)
+{
+    switch (mode) {
+    case TC_SET:
+        return TC_OK;
+    case TC_ADD:
+        return old != NULL ? TC_ENOTSTORED : TC_OK;
+    case TC_REPLACE:
+    case TC_APPEND:
+    case TC_PREPEND:
+        return old == NULL ? TC_ENOTSTORED : TC_OK;
+    case TC_CAS:
+        if (old == NULL) {
+            sh->st.cas_misses++;
+            return TC_ENOTFOUND;
+        }
+        if (old->cas != cas) {
+            sh->st.cas_badval++;
+            return TC_EEXISTS;
+        }
+        sh->st.cas_hits++;
+        return TC_OK;
+    }
+    return TC_EINVAL;
+}
+
+tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
+                    size_t klen, const void *value, size_t vlen,
+                    uint32_t flags, uint32_t exptime, uint64_t cas,
+                    uint32_t now, uint64_t *cas_out)
+{
+    bool concat = mode == TC_APPEND || mode == TC_PREPEND;
+    struct tc_item *nit = NULL;
+    tc_status st;
+    uint32_t pos = 0;
+    bool expired;
+
+    if ((unsigned)mode > TC_CAS)
+        return TC_EINVAL;
+    if (vlen > m->cfg.item_max)
+        return TC_E2BIG;
+    if (!concat) {
+        nit = item_new(m->slab, key, klen, vlen);
+        if (nit == NULL)
+            return TC_ENOMEM;
+        memcpy(item_value(nit), value, vlen);
+        nit->flags = flags;
+        item_set_exptime(nit, exptime);
+    }
+
+    mem_shard *sh = mem_shard_of(m, h);
+    pthread_mutex_lock(&sh->lock);
+    sh->st.set_cmds++;
+    struct tc_item *old = mem_find_live(m, sh, h, key, klen, now, &pos,
+                                        &expired);
+    st = mem_store_check(sh, mode, old, cas);
+    if (st == TC_OK && concat) {
+        size_t total = (size_t)old->vlen + vlen;
+        if (total > m->cfg.item_max) {
+            st = TC_E2BIG;
+        } else if ((nit = item_new(m->slab, key, klen, total)) == NULL) {
+            st = TC_ENOMEM;
+        } else {
+            char *v = item_value(nit);
+            const char *ov = item_value(old);
+            if (mode == TC_APPEND) {
+                memcpy(v, ov, old->vlen);
+                memcpy(v + old->vlen, value, vlen);
+            } else {
+                memcpy(v, value, vlen);
+                memcpy(v + vlen, ov, old->vlen);
+            }
+            nit->flags = old->flags;
+            item_set_exptime(nit, item_exptime(old));
+        }
+    }
+    if (st == TC_OK)
+        st = mem_publish(m, sh, h, pos, old, nit);
+    if (st == TC_OK) {
+        if (cas_out != NULL)
+            *cas_out = nit->cas;
+        nit = NULL;
+        while (mem_over_limit(m) && evict_one(m, sh, now))
+            ;
+    }
+    pthread_mutex_unlock(&sh->lock);
+
+    if (nit != NULL)
+        item_unref(nit);
+    if (st == TC_OK && mem_over_limit(m))
+        mem_reclaim(m, now);
+    return st;
+}
+
+tc_status mem_delete(mem *m, uint64_t h, const void *key, size_t klen,
+                     uint32_t now)
+{
+    mem_shard *sh = mem_shard_of(m, h);
+    uint32_t pos;
+    bool expired;
+    tc_status st = TC_OK;
+
+    pthread_mutex_lock(&sh->lock);
+    struct tc_item *it = mem_find_live(m, sh, h, key, klen, now, &pos,
+                                       &expired);
+    if (it == NULL) {
+        sh->st.delete_misses++;
+        st = TC_ENOTFOUND;
+    } else {
+        mem_unlink_at(m, sh, it, pos);
+        sh->st.delete_hits++;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return st;
+}
+
+int mem_parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    uint64_t v = 0;
+
+    while (i < len && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    if (i < len && (s[i] == '+' || s[i] == '-'))
+        neg = s[i++] == '-';
+    size_t start = i;
+    while (i < len && s[i] >= '0' && s[i] <= '9') {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+        i++;
+    }
+    if (i == start)
+        return -1;
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' ||
+                       s[i] == '\n'))
+        i++;
+    if (i != len)
+        return -1;
+    if (neg && v != 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static size_t u64_to_dec(uint64_t v, char *buf)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
+                    int decr, uint64_t delta, uint32_t now, uint64_t *result)
+{
+    mem_shard *sh = mem_shard_of(m, h);
+    uint32_t pos;
+    bool expired;
+    tc_status st = TC_OK;
+    uint64_t v;
+    char buf[20];
+
+    pthread_mutex_lock(&sh->lock);
+    struct tc_item *it = mem_find_live(m, sh, h, key, klen, now, &pos,
+                                       &expired);
+    if (it == NULL) {
+        if (decr)
+            sh->st.decr_misses++;
+        else
+            sh->st.incr_misses++;
+        st = TC_ENOTFOUND;
+        goto out;
+    }
+    if (mem_parse_u64(item_value(it), it->vlen, &v) != 0) {
+        st = TC_ENONNUMERIC;
+        goto out;
+    }
+    if (decr) {
+        v = delta > v ? 0 : v - delta;
+        sh->st.decr_hits++;
+    } else {
+        v += delta; /* wraps at 2^64, as memcached does */
+        sh->st.incr_hits++;
+    }
+    size_t n = u64_to_dec(v, buf);
+    struct tc_item *nit = item_new(m->slab, key, klen, n);
+    if (nit == NULL) {
+        st = TC_ENOMEM;
+        goto out;
+    }
+    memcpy(item_value(nit), buf, n);
+    nit->flags = it->flags;
+    item_set_exptime(nit, item_exptime(it));
+    st = mem_publish(m, sh, h, pos, it, nit);
+    if (st != TC_OK) {
+        item_unref(nit);
+        goto out;
+    }
+    if (result != NULL)
+        *result = v;
+out:
+    pthread_mutex_unlock(&sh->lock);
+    return st;
+}
+
+tc_status mem_touch(mem *m, uint64_t h, const void *key, size_t klen,
+                    uint32_t exptime, uint32_t now)
+{
+    mem_shard *sh = mem_shard_of(m, h);
+    uint32_t pos;
+    bool expired;
+    tc_status st = TC_OK;
+
+    pthread_mutex_lock(&sh->lock);
+    struct tc_item *it = mem_find_live(m, sh, h, key, klen, now, &pos,
+                                       &expired);
+    if (it == NULL) {
+        sh->st.touch_misses++;
+        st = TC_ENOTFOUND;
+    } else {
+        item_set_exptime(it, exptime);
+        if ((it->bits & ITEM_FREQ_MASK) < ITEM_FREQ_MASK)
+            it->bits++;
+        sh->st.touch_hits++;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return st;
+}
+
+/* ---- flush ---- */
+
+/* Drops the references of a detached table and ring. The items can no
+ * longer be reached through the shard, only through references others
+ * hold, which touch nothing but the count. */
+static void mem_drop_detached(uint64_t *slots, uint32_t cap,
+                              struct tc_item **ring, uint32_t mask,
+                              uint32_t head, uint32_t tail)
+{
+    for (uint32_t i = 0; i < cap; i++) {
+        if (slots[i] == 0)
+            continue;
+        struct tc_item *it = slot_item(slots[i]);
+        it->bits &= (uint8_t)~ITEM_LINKED;
+        if (!(it->bits & ITEM_RING))
+            item_unref(it);
+    }
+    for (uint32_t i = head; i != tail; i++) {
+        struct tc_item *it = ring[i & mask];
+        it->bits &= (uint8_t)~ITEM_RING;
+        if (!(it->bits & ITEM_LINKED))
+            item_unref(it);
+    }
+}
+
+void mem_flush(mem *m)
+{
+    for (unsigned i = 0; i < m->cfg.shards; i++) {
+        mem_shard *sh = &m->shards[i];
+        uint64_t *fresh = calloc(MEM_MIN_CAP, sizeof(*fresh));
+
+        pthread_mutex_lock(&sh->lock);
+        uint64_t *slots = sh->slots;
+        uint32_t cap = sh->cap;
+        struct tc_item **ring = sh->ring;
+        uint32_t mask = sh->ring_mask, head = sh->ring_head;
+        uint32_t tail = sh->ring_tail;
+
+        if (fresh == NULL) {
+            /* No memory for a new table: empty this one in place. */
+            mem_drop_detached(slots, cap, ring, mask, head, tail);
+            memset(slots, 0, (size_t)cap * sizeof(*slots));
+            sh->ring_head = sh->ring_tail = 0;
+        } else {
+            sh->slots = fresh;
+            sh->cap = MEM_MIN_CAP;
+            sh->grow_at = table_grow_at(sh->cap);
+            sh->ring = NULL;
+            sh->ring_mask = 0;
+            sh->ring_head = sh->ring_tail = 0;
+            evict_ghost_resize(sh, sh->cap);
+        }
+        sh->count = 0;
+        sh->hand = 0;
+        atomic_fetch_sub_explicit(&m->used, sh->bytes, memory_order_relaxed);
+        sh->bytes = 0;
+        sh->small_bytes = 0;
+        sh->small_count = 0;
+        pthread_mutex_unlock(&sh->lock);
+
+        if (fresh != NULL) {
+            mem_drop_detached(slots, cap, ring, mask, head, tail);
+            free(slots);
+            free(ring);
+        }
+    }
+}
+
+/* ---- life of the tier ---- */
+
+static tc_status mem_shard_init(mem_shard *sh, unsigned index)
+{
+    memset(sh, 0, sizeof(*sh));
+    sh->index = index;
+    sh->cas_next = index + 1;
+    sh->cap = MEM_MIN_CAP;
+    sh->slots = calloc(sh->cap, sizeof(*sh->slots));
+    if (sh->slots == NULL)
+        return TC_ENOMEM;
+    sh->grow_at = table_grow_at(sh->cap);
+    evict_ghost_resize(sh, sh->cap);
+    pthread_mutex_init(&sh->lock, NULL);
+    return TC_OK;
+}
+
+tc_status mem_new(const mem_config *cfg, mem **out)
+{
+    if (cfg->shards == 0 || cfg->shards > MEM_MAX_SHARDS ||
+        (cfg->shards & (cfg->shards - 1)) != 0 || cfg->limit == 0 ||
+        cfg->item_max == 0)
+        return TC_EINVAL;
+    mem *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return TC_ENOMEM;
+    m->cfg = *cfg;
+    m->slab = slab_new();
+    m->shards = calloc(cfg->shards, sizeof(*m->shards));
+    if (m->slab == NULL || m->shards == NULL)
+        goto fail;
+    for (unsigned i = 0; i < cfg->shards; i++) {
+        if (mem_shard_init(&m->shards[i], i) != TC_OK) {
+            /* Shards past i are zeroed and need no cleanup. */
+            m->cfg.shards = i + 1;
+            goto fail;
+        }
+    }
+    *out = m;
+    return TC_OK;
+fail:
+    mem_destroy(&m);
+    return TC_ENOMEM;
+}
+
+void mem_destroy(mem **mp)
+{
+    mem *m = *mp;
+    if (m == NULL)
+        return;
+    if (m->shards != NULL) {
+        for (unsigned i = 0; i < m->cfg.shards; i++) {
+            mem_shard *sh = &m->shards[i];
+            if (sh->slots == NULL)
+                continue;
+            mem_drop_detached(sh->slots, sh->cap, sh->ring, sh->ring_mask,
+                              sh->ring_head, sh->ring_tail);
+            free(sh->slots);
+            free(sh->ring);
+            evict_shard_free(sh);
+            pthread_mutex_destroy(&sh->lock);
+        }
+        free(m->shards);
+    }
+    slab_destroy(&m->slab);
+    free(m);
+    *mp = NULL;
+}
+
+/* ---- stats ---- */
+
+void mem_stats_get(mem *m, mem_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < m->cfg.shards; i++) {
+        mem_shard *sh = &m->shards[i];
+        pthread_mutex_lock(&sh->lock);
+#define MEM_COUNTER_SUM_(name) out->c.name += sh->st.name;
+        MEM_COUNTERS(MEM_COUNTER_SUM_)
+#undef MEM_COUNTER_SUM_
+        out->curr_items += sh->count;
+        out->bytes += sh->bytes;
+        out->small_items += sh->small_count;
+        out->table_slots += sh->cap;
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+void mem_stats_reset(mem *m)
+{
+    for (unsigned i = 0; i < m->cfg.shards; i++) {
+        mem_shard *sh = &m->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        uint64_t total_items = sh->st.total_items;
+        memset(&sh->st, 0, sizeof(sh->st));
+        /* memcached's "stats reset" keeps total_items. */
+        sh->st.total_items = total_items;
+        pthread_mutex_unlock(&sh->lock);
+    }
+}

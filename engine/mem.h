@@ -1,0 +1,96 @@
+/*
+ * mem.h - the memory tier: a sharded hash table of items, bounded in
+ * bytes, with S3-FIFO eviction (evict.c).
+ *
+ * All operations take the key's hash (hash_key() with the tier's seed) and
+ * the current time, so callers hash once and read the clock once. Expiry
+ * times here are absolute unix seconds (0 = never); the engine converts
+ * memcached's relative forms before calling in.
+ */
+#ifndef TC_MEM_H
+#define TC_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tiercache.h"
+
+struct tc_item;
+typedef struct mem mem;
+
+typedef struct mem_config {
+    size_t limit;    /* bytes */
+    size_t item_max; /* largest value */
+    unsigned shards; /* power of two, >= 1 */
+    uint64_t seed;   /* hash seed */
+} mem_config;
+
+/*
+ * Counters kept per shard under its lock and summed by mem_stats_get().
+ * The names are the stat names the engine reports.
+ */
+#define MEM_COUNTERS(X)                                                    \
+    X(get_hits) X(get_misses) X(get_expired) X(touch_hits) X(touch_misses) \
+    X(delete_hits) X(delete_misses) X(incr_hits) X(incr_misses)            \
+    X(decr_hits) X(decr_misses) X(cas_hits) X(cas_misses) X(cas_badval)    \
+    X(set_cmds) X(total_items) X(evictions) X(reclaimed) X(ghost_hits)
+
+typedef struct mem_counters {
+#define MEM_COUNTER_FIELD_(name) uint64_t name;
+    MEM_COUNTERS(MEM_COUNTER_FIELD_)
+#undef MEM_COUNTER_FIELD_
+} mem_counters;
+
+typedef struct mem_stats {
+    uint64_t curr_items;  /* items in the tables */
+    uint64_t bytes;       /* their cost, with dead ones not yet freed */
+    uint64_t small_items; /* S3-FIFO: live items in the small FIFOs */
+    uint64_t table_slots; /* slots of all tables */
+    mem_counters c;
+} mem_stats;
+
+tc_status mem_new(const mem_config *cfg, mem **out);
+void mem_destroy(mem **m);
+
+uint64_t mem_hash(const mem *m, const void *key, size_t klen);
+
+/* Called with a live item while its shard is locked. */
+typedef void (*mem_visit_fn)(void *arg, struct tc_item *it);
+
+/* Sentinel for mem_get()'s touch argument: do not change the expiry. */
+#define MEM_NO_TOUCH UINT64_MAX
+
+/*
+ * Finds the live item for key and calls fn with it under the shard lock;
+ * with touch != MEM_NO_TOUCH (a gat), first sets its expiry time to touch.
+ * Returns TC_OK or TC_ENOTFOUND.
+ */
+tc_status mem_get(mem *m, uint64_t h, const void *key, size_t klen,
+                  uint32_t now, uint64_t touch, mem_visit_fn fn, void *arg);
+
+tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
+                    size_t klen, const void *value, size_t vlen,
+                    uint32_t flags, uint32_t exptime, uint64_t cas,
+                    uint32_t now, uint64_t *cas_out);
+
+tc_status mem_delete(mem *m, uint64_t h, const void *key, size_t klen,
+                     uint32_t now);
+
+tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
+                    int decr, uint64_t delta, uint32_t now, uint64_t *result);
+
+tc_status mem_touch(mem *m, uint64_t h, const void *key, size_t klen,
+                    uint32_t exptime, uint32_t now);
+
+/* Drops every item. */
+void mem_flush(mem *m);
+
+void mem_stats_get(mem *m, mem_stats *out);
+void mem_stats_reset(mem *m);
+
+/* Parses a memcached incr/decr operand: optional leading blanks, an
+ * optional sign, digits, then only blanks. Returns 0 and the number, or -1
+ * (not a number, negative, or over 2^64-1). */
+int mem_parse_u64(const char *s, size_t len, uint64_t *out);
+
+#endif /* TC_MEM_H */

@@ -1,0 +1,44 @@
+/*
+ * slab.h - the memory tier's item allocator.
+ *
+ * Items of up to SLAB_CHUNK_MAX bytes are carved from 64 KiB pages, one
+ * size class per page. Classes are 8 bytes apart up to 1 KiB and 16 per
+ * power of two above, so an item wastes at most 7 bytes (small) or 6.25%
+ * (large), and no chunk carries a header: a 134-byte item takes 136 bytes,
+ * where malloc would take 144. Larger items go to malloc.
+ *
+ * A page that no longer holds a live chunk goes back to a pool shared by
+ * all classes, so memory moves between classes as the workload changes.
+ * Classes have a lock each; the page pool has its own.
+ */
+#ifndef TC_SLAB_H
+#define TC_SLAB_H
+
+#include <stddef.h>
+
+#define SLAB_PAGE_SIZE ((size_t)64 * 1024)
+#define SLAB_CHUNK_MAX ((size_t)16 * 1024)
+
+typedef struct slab slab;
+
+/* Returns a new allocator, or NULL when out of memory. */
+slab *slab_new(void);
+/* Frees the allocator and every page it holds; *s becomes NULL. */
+void slab_destroy(slab **s);
+
+/* The bytes an allocation of size really takes. */
+size_t slab_cost(size_t size);
+
+/* Allocates size bytes, aligned to 8; NULL when out of memory. */
+void *slab_alloc(slab *s, size_t size);
+/* Allocates size bytes from the allocator that p, an earlier allocation
+ * of at most SLAB_CHUNK_MAX bytes or a malloc'd larger one, came from. */
+void *slab_alloc_like(const void *p, size_t size);
+/* Frees p, which slab_alloc() of some allocator returned for the same
+ * size; a page knows the allocator it belongs to. */
+void slab_free(void *p, size_t size);
+
+/* Bytes of pages held (in use or pooled), for stats. */
+size_t slab_page_bytes(slab *s);
+
+#endif /* TC_SLAB_H */

@@ -1,0 +1,285 @@
+/*
+ * tiercache.h - the public API of libtiercache, the only header embedders
+ * see.
+ *
+ * tiercache is a cache engine: a memory tier (a sharded hash table bounded
+ * in bytes, with S3-FIFO eviction) that later issues put over an on-disk
+ * tier. Items follow memcached's semantics: binary keys of 1..250 bytes,
+ * 32-bit client flags, an expiry time, a 64-bit CAS unique per
+ * modification.
+ *
+ * Two ways to call it:
+ *   - synchronous calls (tc_get, tc_store, ...) for programs that embed the
+ *     engine; they return when the operation is done;
+ *   - the asynchronous per-thread form (tc_ctx_*) for servers: every call
+ *     reports its result through a callback, either before it returns
+ *     (TC_OK) or later (TC_PENDING) from tc_ctx_run() on the thread that
+ *     owns the context, when the context's fd becomes readable. An event
+ *     loop thus never blocks on disk.
+ *
+ * Ownership: the caller owns every buffer it passes in; the engine copies
+ * what it keeps. Items handed out (tc_item) are reference-counted and
+ * immutable; a tc_view points into one and is valid only as long as stated
+ * where it is handed out.
+ *
+ * Errors: every call returns a tc_status; TC_OK is 0, TC_PENDING is
+ * positive, every error is negative. The library never aborts, exits or
+ * prints.
+ *
+ * Thread safety: a tc_engine may be used from any number of threads at
+ * once. A tc_ctx belongs to one thread at a time.
+ */
+#ifndef TIERCACHE_H
+#define TIERCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TC_BUILDING_LIBRARY) && defined(__GNUC__)
+#define TC_API __attribute__((visibility("default")))
+#else
+#define TC_API
+#endif
+
+#define TC_VERSION_STRING "0.1.0"
+
+/* The largest key the engine accepts, as in memcached. */
+#define TC_KEY_MAX 250
+
+/*
+ * Status codes. One list produces the enum, tc_strerror() and
+ * tc_status_name().
+ */
+#define TC_STATUS_MAP(X)                                                   \
+    X(OK, 0, "success")                                                    \
+    X(PENDING, 1, "the result will be delivered later")                    \
+    X(ENOTFOUND, -1, "no such item")                                       \
+    X(EEXISTS, -2, "the item was modified since its CAS was read")         \
+    X(ENOTSTORED, -3, "the item was not stored")                           \
+    X(E2BIG, -4, "the item is larger than the item size limit")            \
+    X(ENOMEM, -5, "out of memory")                                         \
+    X(EINVAL, -6, "invalid argument")                                      \
+    X(ENONNUMERIC, -7, "the value is not a decimal number")                \
+    X(EKEY, -8, "the key is empty or longer than 250 bytes")
+
+typedef enum tc_status {
+#define TC_STATUS_ENUM_(name, value, text) TC_##name = (value),
+    TC_STATUS_MAP(TC_STATUS_ENUM_)
+#undef TC_STATUS_ENUM_
+} tc_status;
+
+/* A sentence describing st; a static string, never NULL. */
+TC_API const char *tc_strerror(tc_status st);
+/* The status' name without its prefix ("ENOTFOUND"); static, never NULL. */
+TC_API const char *tc_status_name(tc_status st);
+/* The library's version, TC_VERSION_STRING of the build. */
+TC_API const char *tc_version(void);
+
+/*
+ * Configuration. Fill with tc_config_init(), change what you need, pass to
+ * tc_open(), which copies it.
+ */
+
+/* Returns the current unix time in seconds. */
+typedef int64_t (*tc_clock_fn)(void *arg);
+
+typedef struct tc_config {
+    /* Bytes the memory tier may hold, counting each item's real cost
+     * (header, key, value, allocator and index slot). Default 64 MiB. */
+    size_t mem_limit;
+    /* Largest value accepted, in bytes. Default 1 MiB. */
+    size_t item_size_max;
+    /* Hash shards, a power of two; 0 picks a default. */
+    unsigned shards;
+    /* Clock; NULL means the system's real-time clock. Tests set it. */
+    tc_clock_fn clock;
+    void *clock_arg;
+    /* Testing aid: when non-zero, every tc_ctx_* call completes through its
+     * context (TC_PENDING, callback from tc_ctx_run) as a disk-tier read
+     * would, so callers can exercise their deferred-completion paths. */
+    int debug_defer;
+} tc_config;
+
+/* Fills cfg with the defaults. */
+TC_API void tc_config_init(tc_config *cfg);
+
+typedef struct tc_engine tc_engine;
+
+/*
+ * Opens an engine. On TC_OK, *out is a new engine to be closed with
+ * tc_close(). Errors: TC_EINVAL (a setting out of range), TC_ENOMEM.
+ */
+TC_API tc_status tc_open(const tc_config *cfg, tc_engine **out);
+
+/* Closes an engine and frees everything it holds. Items still referenced
+ * by the caller must be released before. tc_close(NULL) does nothing. */
+TC_API void tc_close(tc_engine *e);
+
+/*
+ * Items.
+ */
+typedef struct tc_item tc_item;
+
+/* A look at an item. The pointers are valid as long as the reference or
+ * callback that produced the view. */
+typedef struct tc_view {
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    uint32_t flags;
+    int64_t exptime; /* absolute unix time; 0 = never expires */
+    uint64_t cas;
+    tc_item *item;   /* pass to tc_item_ref() to keep the bytes */
+} tc_view;
+
+/* Takes a reference to it, to be dropped with tc_item_release(). It may be
+ * it itself or a private copy of it; NULL on out of memory. */
+TC_API tc_item *tc_item_ref(tc_item *it);
+/* Drops a reference. tc_item_release(NULL) does nothing. */
+TC_API void tc_item_release(tc_item *it);
+/* Fills *v from an item the caller holds a reference to; the view is valid
+ * until that reference is released. */
+TC_API void tc_item_view(const tc_item *it, tc_view *v);
+
+/*
+ * Expiry times follow memcached: 0 never expires; 1..2592000 (30 days) is
+ * relative to now in seconds; larger values are absolute unix times; a
+ * negative value or an absolute time in the past means already expired.
+ */
+
+typedef enum tc_store_mode {
+    TC_SET = 0,   /* store unconditionally */
+    TC_ADD,       /* store only if the key holds no live item */
+    TC_REPLACE,   /* store only if the key holds a live item */
+    TC_APPEND,    /* add the data after the existing item's value */
+    TC_PREPEND,   /* add the data before the existing item's value */
+    TC_CAS        /* store only if the item's CAS is still the one given */
+} tc_store_mode;
+
+/*
+ * Synchronous calls. All copy their inputs.
+ */
+
+/*
+ * Looks up key. On TC_OK, *out holds a reference to the item (release it
+ * with tc_item_release()). TC_ENOTFOUND if there is no live item; TC_EKEY.
+ */
+TC_API tc_status tc_get(tc_engine *e, const void *key, size_t klen,
+                        tc_item **out);
+
+/* As tc_get(), and sets the item's expiry time (get-and-touch). */
+TC_API tc_status tc_gat(tc_engine *e, const void *key, size_t klen,
+                        int64_t exptime, tc_item **out);
+
+/*
+ * Stores a value. mode picks the condition; cas is used by TC_CAS only.
+ * APPEND and PREPEND keep the existing item's flags and expiry time and
+ * ignore the ones given. On TC_OK, *cas_out (if not NULL) is the new CAS.
+ * Errors: TC_ENOTSTORED (ADD on a live key, REPLACE/APPEND/PREPEND on a
+ * missing one), TC_ENOTFOUND (CAS on a missing key), TC_EEXISTS (CAS
+ * mismatch), TC_E2BIG, TC_EKEY, TC_ENOMEM, TC_EINVAL (bad mode).
+ */
+TC_API tc_status tc_store(tc_engine *e, tc_store_mode mode, const void *key,
+                          size_t klen, const void *value, size_t vlen,
+                          uint32_t flags, int64_t exptime, uint64_t cas,
+                          uint64_t *cas_out);
+
+/* Removes an item. TC_ENOTFOUND if there was no live item. */
+TC_API tc_status tc_delete(tc_engine *e, const void *key, size_t klen);
+
+/*
+ * Adds delta to (incr) or subtracts it from (decr) a value holding a
+ * decimal 64-bit unsigned number. incr wraps at 2^64, decr stops at 0.
+ * *result (if not NULL) receives the new number. Errors: TC_ENOTFOUND,
+ * TC_ENONNUMERIC, TC_EKEY, TC_ENOMEM.
+ */
+TC_API tc_status tc_incr(tc_engine *e, const void *key, size_t klen,
+                         uint64_t delta, uint64_t *result);
+TC_API tc_status tc_decr(tc_engine *e, const void *key, size_t klen,
+                         uint64_t delta, uint64_t *result);
+
+/* Sets an item's expiry time. TC_ENOTFOUND if there is no live item. */
+TC_API tc_status tc_touch(tc_engine *e, const void *key, size_t klen,
+                          int64_t exptime);
+
+/*
+ * Invalidates every item stored before the flush takes effect: now when
+ * delay <= 0, else delay seconds from now (a memcached expiry time: up to
+ * 30 days relative, larger absolute). A later flush replaces a pending one.
+ */
+TC_API tc_status tc_flush(tc_engine *e, int64_t delay);
+
+/*
+ * Statistics: calls fn once per statistic, in a fixed order, with its name
+ * and its value formatted as text. Both strings are valid only during the
+ * call. Names follow memcached where it has one (curr_items, bytes,
+ * get_hits, ...).
+ */
+typedef void (*tc_stat_fn)(void *arg, const char *name, const char *value);
+TC_API tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg);
+
+/* Resets the counters that memcached's "stats reset" resets. */
+TC_API void tc_stats_reset(tc_engine *e);
+
+/*
+ * Asynchronous per-thread form.
+ *
+ * A context belongs to one thread. Each tc_ctx_* call takes a callback that
+ * is called exactly once with the result:
+ *   - before the call returns, which then returns TC_OK; for a get hit the
+ *     callback then runs while the item's shard is locked: it must be
+ *     short, must not call into the engine, and must take a reference
+ *     (tc_item_ref) to use the bytes after it returns;
+ *   - or later, from tc_ctx_run() on the context's thread, in which case
+ *     the call returned TC_PENDING; the view is valid during the callback.
+ * The key and value are copied before the call returns.
+ */
+typedef struct tc_ctx tc_ctx;
+
+typedef struct tc_result {
+    tc_status status;
+    const tc_view *view; /* get/gat hits, else NULL */
+    uint64_t cas;        /* storage: the new item's CAS */
+    uint64_t number;     /* incr/decr: the new value */
+} tc_result;
+
+typedef void (*tc_done_fn)(void *arg, const tc_result *res);
+
+/* Creates a context for the calling thread. Errors: TC_ENOMEM, and an
+ * error from the system when its wakeup fd cannot be made (TC_EINVAL). */
+TC_API tc_status tc_ctx_new(tc_engine *e, tc_ctx **out);
+/* Frees a context; deferred completions not yet run are dropped without
+ * their callbacks. tc_ctx_free(NULL) does nothing. */
+TC_API void tc_ctx_free(tc_ctx *ctx);
+/* A file descriptor that is readable while completions wait to be run. */
+TC_API int tc_ctx_fd(const tc_ctx *ctx);
+/* Runs the waiting completions' callbacks; returns how many ran. */
+TC_API unsigned tc_ctx_run(tc_ctx *ctx);
+
+TC_API tc_status tc_ctx_get(tc_ctx *ctx, const void *key, size_t klen,
+                            tc_done_fn fn, void *arg);
+TC_API tc_status tc_ctx_gat(tc_ctx *ctx, const void *key, size_t klen,
+                            int64_t exptime, tc_done_fn fn, void *arg);
+TC_API tc_status tc_ctx_store(tc_ctx *ctx, tc_store_mode mode,
+                              const void *key, size_t klen, const void *value,
+                              size_t vlen, uint32_t flags, int64_t exptime,
+                              uint64_t cas, tc_done_fn fn, void *arg);
+TC_API tc_status tc_ctx_delete(tc_ctx *ctx, const void *key, size_t klen,
+                               tc_done_fn fn, void *arg);
+/* incr when decr is 0, decr otherwise. */
+TC_API tc_status tc_ctx_arith(tc_ctx *ctx, const void *key, size_t klen,
+                              int decr, uint64_t delta, tc_done_fn fn,
+                              void *arg);
+TC_API tc_status tc_ctx_touch(tc_ctx *ctx, const void *key, size_t klen,
+                              int64_t exptime, tc_done_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TIERCACHE_H */
