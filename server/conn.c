@@ -1,0 +1,306 @@
+/*
+ * conn.c - a client connection's life (see conn.h).
+ *
+ * The read side: one read per event into the connection's buffer (again
+ * if the read filled it), then every complete request is executed before
+ * anything is written. The write side: out_flush() writes what is ready
+ * with writev; a write watcher runs only while the socket is full.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "parse.h"
+#include "request.h"
+
+#define CONN_RBUF_MIN ((size_t)16 * 1024)
+#define CONN_RBUF_KEEP ((size_t)256 * 1024)
+#define CONN_READ_MIN ((size_t)4096)
+#define CONN_READS_PER_EVENT 4
+
+static void conn_on_read(struct ev_loop *loop, ev_io *io, int revents);
+static void conn_on_write(struct ev_loop *loop, ev_io *io, int revents);
+
+conn *conn_new(worker *w, int fd)
+{
+    conn *c = calloc(1, sizeof(*c));
+    if (c != NULL)
+        c->rbuf = malloc(CONN_RBUF_MIN);
+    if (c == NULL || c->rbuf == NULL) {
+        free(c);
+        close(fd);
+        return NULL;
+    }
+    c->w = w;
+    c->fd = fd;
+    c->rcap = CONN_RBUF_MIN;
+    out_init(&c->out);
+    ev_io_init(&c->rio, conn_on_read, fd, EV_READ);
+    ev_io_init(&c->wio, conn_on_write, fd, EV_WRITE);
+    c->rio.data = c;
+    c->wio.data = c;
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    ev_io_start(w->loop, &c->rio);
+    srv_log(w->srv, 1, "<%d new connection", fd);
+    return c;
+}
+
+void conn_close(conn *c)
+{
+    worker *w = c->w;
+    if (c->dead)
+        return;
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    close(c->fd);
+    srv_log(w->srv, 1, "<%d connection closed", c->fd);
+    c->dead = true;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    out_free(&c->out);
+    free(c->rbuf);
+    c->rbuf = NULL;
+    atomic_fetch_sub(&w->srv->curr_conns, 1);
+    conn_release(c);
+}
+
+void conn_release(conn *c)
+{
+    if (c->dead && c->pending == 0 && !c->in_ready)
+        free(c);
+}
+
+void conn_ready(conn *c)
+{
+    if (c->in_ready)
+        return;
+    c->in_ready = true;
+    c->next_ready = c->w->ready;
+    c->w->ready = c;
+}
+
+/* Starts and stops the watchers to match what the connection can do. */
+static void conn_watch(conn *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    bool can_write = out_writable(&c->out);
+
+    if (c->closing && c->pending == 0 && !can_write && c->out.waits == 0) {
+        conn_close(c);
+        return;
+    }
+    bool want_read = !c->closing && c->pending == 0 &&
+                     c->out.pending < CONN_OUT_HIGH;
+    if (want_read && !ev_is_active(&c->rio))
+        ev_io_start(loop, &c->rio);
+    else if (!want_read && ev_is_active(&c->rio))
+        ev_io_stop(loop, &c->rio);
+    if (can_write && !ev_is_active(&c->wio))
+        ev_io_start(loop, &c->wio);
+    else if (!can_write && ev_is_active(&c->wio))
+        ev_io_stop(loop, &c->wio);
+}
+
+/* Writes what is ready, then fixes the watchers. */
+static void conn_flush(conn *c)
+{
+    if (c->out.oom) {
+        srv_log(c->w->srv, 0, "<%d out of memory for replies: closing", c->fd);
+        conn_close(c);
+        return;
+    }
+    if (out_writable(&c->out)) {
+        ssize_t n = out_flush(&c->out, c->fd);
+        if (n < 0) {
+            srv_log(c->w->srv, 1, "<%d write: %s", c->fd, strerror(errno));
+            conn_close(c);
+            return;
+        }
+        STAT_ADD(c->w->st.bytes_written, (uint64_t)n);
+    }
+    conn_watch(c);
+}
+
+static void conn_log_request(conn *c, const char *p, size_t n)
+{
+    const char *nl = memchr(p, '\n', n);
+    size_t len = nl != NULL ? (size_t)(nl - p) : n;
+    if (len > 0 && p[len - 1] == '\r')
+        len--;
+    srv_log(c->w->srv, 2, "<%d %.*s", c->fd, (int)(len > 200 ? 200 : len), p);
+}
+
+/* Executes the complete requests in the buffer while it may. */
+static void conn_process(conn *c)
+{
+    size_t item_max = c->w->srv->set.item_size_max;
+    bool log = atomic_load_explicit(&c->w->srv->verbose,
+                                    memory_order_relaxed) >= 2;
+
+    while (!c->closing && !c->dead && c->pending == 0 &&
+           c->out.pending < CONN_OUT_HIGH) {
+        size_t avail = c->rlen - c->rpos;
+        if (c->swallow > 0) {
+            size_t n = avail < c->swallow ? avail : c->swallow;
+            c->rpos += n;
+            c->swallow -= n;
+            if (c->swallow > 0)
+                break;
+            continue;
+        }
+        if (avail == 0)
+            break;
+
+        mc_request req;
+        size_t used, swallow;
+        mc_error err;
+        const char *p = c->rbuf + c->rpos;
+        mc_status st = mc_parse(p, avail, item_max, &req, &used, &err,
+                                &swallow);
+        if (st == MC_NEED_MORE) {
+            c->rneed = used;
+            break;
+        }
+        c->rneed = 0;
+        if (st == MC_CLOSE) {
+            srv_log(c->w->srv, 1, "<%d line too long: closing", c->fd);
+            c->closing = true;
+            break;
+        }
+        if (log)
+            conn_log_request(c, p, used);
+        STAT_ADD(c->w->st.cmd_total, 1);
+        if (st == MC_ERROR) {
+            request_error(c, err);
+            c->rpos += used;
+            c->swallow = swallow;
+            continue;
+        }
+        request_exec(c, &req);
+        c->rpos += used;
+    }
+    if (c->rbuf != NULL && c->rpos == c->rlen) {
+        c->rpos = c->rlen = 0;
+        if (c->rcap > CONN_RBUF_KEEP) {
+            char *b = realloc(c->rbuf, CONN_RBUF_MIN);
+            if (b != NULL) {
+                c->rbuf = b;
+                c->rcap = CONN_RBUF_MIN;
+            }
+        }
+    }
+}
+
+/*
+ * Makes room to read: at least CONN_READ_MIN free bytes, and room for the
+ * whole of an incomplete request whose size is known. Returns false when
+ * out of memory.
+ */
+static bool conn_room(conn *c)
+{
+    size_t unread = c->rlen - c->rpos;
+    size_t need = unread + CONN_READ_MIN;
+
+    if (c->rneed > need)
+        need = c->rneed;
+    if (c->rcap - c->rpos >= need && c->rcap - c->rlen >= CONN_READ_MIN)
+        return true;
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, unread);
+        c->rlen = unread;
+        c->rpos = 0;
+    }
+    if (c->rcap >= need && c->rcap - c->rlen >= CONN_READ_MIN)
+        return true;
+    size_t cap = c->rcap * 2;
+    while (cap < need || cap - c->rlen < CONN_READ_MIN)
+        cap *= 2;
+    char *b = realloc(c->rbuf, cap);
+    if (b == NULL)
+        return false;
+    c->rbuf = b;
+    c->rcap = cap;
+    return true;
+}
+
+static void conn_read(conn *c)
+{
+    for (int i = 0; i < CONN_READS_PER_EVENT; i++) {
+        if (!conn_room(c)) {
+            srv_log(c->w->srv, 0, "<%d out of memory for a request", c->fd);
+            conn_close(c);
+            return;
+        }
+        size_t space = c->rcap - c->rlen;
+        ssize_t n = read(c->fd, c->rbuf + c->rlen, space);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            STAT_ADD(c->w->st.bytes_read, (uint64_t)n);
+            conn_process(c);
+            if ((size_t)n < space || c->pending > 0 || c->closing ||
+                c->out.pending >= CONN_OUT_HIGH)
+                break;
+            continue;
+        }
+        if (n == 0) {
+            /* The client is done sending: answer what it sent, then close. */
+            c->closing = true;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            srv_log(c->w->srv, 1, "<%d read: %s", c->fd, strerror(errno));
+            conn_close(c);
+            return;
+        }
+        break;
+    }
+    conn_flush(c);
+}
+
+void conn_resume(conn *c)
+{
+    if (c->dead)
+        return;
+    conn_process(c);
+    conn_flush(c);
+}
+
+static void conn_on_read(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_read(io->data);
+}
+
+static void conn_on_write(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn *c = io->data;
+    conn_flush(c);
+    /* Below the high-water mark again: go on with buffered requests. */
+    if (!c->dead && c->out.pending < CONN_OUT_HIGH && c->rpos < c->rlen)
+        conn_resume(c);
+}
+
+void conn_shutdown(conn *c)
+{
+    if (!c->dead && out_writable(&c->out)) {
+        ssize_t n = out_flush(&c->out, c->fd);
+        (void)n; /* best effort: the server is going away */
+    }
+    conn_close(c);
+}

@@ -1,0 +1,34 @@
+/*
+ * request.h - executing parsed requests against the engine and composing
+ * their replies (memcached 1.6.18's texts).
+ *
+ * Each engine call gets an operation record (srv_op) as its callback
+ * argument. A call that completes at once composes its reply at the end
+ * of the connection's queue; one that completes later has a placeholder
+ * in the queue (out_wait) that its callback fills.
+ */
+#ifndef TC_REQUEST_H
+#define TC_REQUEST_H
+
+#include "conn.h"
+#include "parse.h"
+
+typedef struct srv_op {
+    struct srv_op *next; /* the worker's free list */
+    conn *c;
+    uint64_t seq; /* its placeholder, when it completes later */
+    uint8_t kind;
+    bool in_call; /* the engine call has not returned yet */
+    bool noreply;
+} srv_op;
+
+void request_exec(conn *c, const mc_request *req);
+void request_error(conn *c, mc_error err);
+
+/* Frees the worker's operation records. */
+void request_free_ops(worker *w);
+
+/* stats.c: the replies to "stats" and its subcommands. */
+void stats_reply(conn *c, const mc_request *req);
+
+#endif /* TC_REQUEST_H */

@@ -1,0 +1,188 @@
+/*
+ * settings.c - tiercached's command line (see settings.h).
+ */
+#include "settings.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tiercache.h"
+
+#define SRV_MAX_THREADS 256
+#define SRV_MAX_CONNS 1000000u
+#define SRV_ITEM_MIN 1024u
+#define SRV_ITEM_MAX ((size_t)1024 * 1024 * 1024)
+
+enum { OPT_DEBUG_DEFER = 256 };
+
+static const struct option srv_options[] = {
+    {"port", required_argument, NULL, 'p'},
+    {"listen", required_argument, NULL, 'l'},
+    {"memory-limit", required_argument, NULL, 'm'},
+    {"conn-limit", required_argument, NULL, 'c'},
+    {"threads", required_argument, NULL, 't'},
+    {"max-item-size", required_argument, NULL, 'I'},
+    {"udp-port", required_argument, NULL, 'U'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"debug-defer", no_argument, NULL, OPT_DEBUG_DEFER},
+    {NULL, 0, NULL, 0},
+};
+
+static void srv_usage(FILE *f)
+{
+    fprintf(f,
+        "Usage: tiercached [options]\n"
+        "\n"
+        "A memcached-compatible cache server (text protocol over TCP).\n"
+        "\n"
+        "  -p, --port=NUM           TCP port to listen on (default 11211)\n"
+        "  -l, --listen=ADDR        addresses to listen on, comma-separated\n"
+        "                           (default 127.0.0.1)\n"
+        "  -m, --memory-limit=MB    memory for items, in MiB (default 64)\n"
+        "  -c, --conn-limit=NUM     most simultaneous connections (default 1024)\n"
+        "  -t, --threads=NUM        worker threads (default 2)\n"
+        "  -I, --max-item-size=SIZE largest value, bytes with optional k or m\n"
+        "                           suffix (default 1m, at least 1k, at most\n"
+        "                           half of -m)\n"
+        "  -U, --udp-port=0         UDP is not supported: only 0 is accepted\n"
+        "  -v, --verbose            log connections and errors; -vv logs every\n"
+        "                           command\n"
+        "      --debug-defer        testing aid: complete every engine call\n"
+        "                           asynchronously, as a disk read would\n"
+        "  -h, --help               this help\n"
+        "  -V, --version            print the version and exit\n");
+}
+
+static bool parse_ulong(const char *s, unsigned long long min,
+                        unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '-' || *s == '\0')
+        return false;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* A size in bytes with an optional k or m suffix (memcached's -I). */
+static bool parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '-' || *s == '\0')
+        return false;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0)
+        return false;
+    if (*end == 'k' || *end == 'K') {
+        v *= 1024;
+        end++;
+    } else if (*end == 'm' || *end == 'M') {
+        v *= 1024 * 1024;
+        end++;
+    }
+    if (*end != '\0' || v > SIZE_MAX)
+        return false;
+    *out = (size_t)v;
+    return true;
+}
+
+void srv_settings_init(srv_settings *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->port = 11211;
+    snprintf(s->listen, sizeof(s->listen), "127.0.0.1");
+    s->mem_limit = (size_t)64 * 1024 * 1024;
+    s->max_conns = 1024;
+    s->threads = 2;
+    s->item_size_max = (size_t)1024 * 1024;
+}
+
+static srv_parse_result srv_bad(const char *opt, const char *arg,
+                                const char *why)
+{
+    fprintf(stderr, "tiercached: invalid %s '%s': %s\n", opt, arg, why);
+    return SRV_PARSE_FAIL;
+}
+
+srv_parse_result srv_settings_parse(srv_settings *s, int argc, char **argv)
+{
+    unsigned long long v;
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "p:l:m:c:t:I:U:vhV", srv_options,
+                            NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            if (!parse_ulong(optarg, 1, 65535, &v))
+                return srv_bad("-p", optarg, "a port is 1..65535");
+            s->port = (int)v;
+            break;
+        case 'l':
+            if (strlen(optarg) >= sizeof(s->listen))
+                return srv_bad("-l", optarg, "too long");
+            snprintf(s->listen, sizeof(s->listen), "%s", optarg);
+            break;
+        case 'm':
+            if (!parse_ulong(optarg, 1, (unsigned long long)SIZE_MAX >> 20, &v))
+                return srv_bad("-m", optarg, "give MiB, at least 1");
+            s->mem_limit = (size_t)v << 20;
+            break;
+        case 'c':
+            if (!parse_ulong(optarg, 1, SRV_MAX_CONNS, &v))
+                return srv_bad("-c", optarg, "give 1..1000000");
+            s->max_conns = (unsigned)v;
+            break;
+        case 't':
+            if (!parse_ulong(optarg, 1, SRV_MAX_THREADS, &v))
+                return srv_bad("-t", optarg, "give 1..256");
+            s->threads = (unsigned)v;
+            break;
+        case 'I':
+            if (!parse_size(optarg, &s->item_size_max) ||
+                s->item_size_max < SRV_ITEM_MIN ||
+                s->item_size_max > SRV_ITEM_MAX)
+                return srv_bad("-I", optarg, "give 1k..1024m");
+            break;
+        case 'U':
+            if (strcmp(optarg, "0") != 0)
+                return srv_bad("-U", optarg, "UDP is not supported; use -U 0");
+            break;
+        case 'v':
+            s->verbose++;
+            break;
+        case OPT_DEBUG_DEFER:
+            s->debug_defer = true;
+            break;
+        case 'h':
+            srv_usage(stdout);
+            return SRV_PARSE_EXIT;
+        case 'V':
+            printf("tiercached %s\n", TC_VERSION_STRING);
+            return SRV_PARSE_EXIT;
+        default:
+            srv_usage(stderr);
+            return SRV_PARSE_FAIL;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "tiercached: unexpected argument '%s'\n", argv[optind]);
+        return SRV_PARSE_FAIL;
+    }
+    if (s->item_size_max > s->mem_limit / 2) {
+        fprintf(stderr, "tiercached: -I %zu is more than half of -m (%zu MiB)\n",
+                s->item_size_max, s->mem_limit >> 20);
+        return SRV_PARSE_FAIL;
+    }
+    return SRV_PARSE_RUN;
+}

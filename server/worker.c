@@ -1,0 +1,156 @@
+/*
+ * worker.c - a worker thread: its libev loop, its connections, and its
+ * engine context (see server.h).
+ *
+ * The acceptor hands sockets over through a mutex-guarded array and an
+ * ev_async. Engine completions arrive on the context's fd; after running
+ * them the worker resumes the connections they unblocked, in one pass.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "request.h"
+
+static void worker_resume_ready(worker *w)
+{
+    while (w->ready != NULL) {
+        conn *c = w->ready;
+        w->ready = c->next_ready;
+        c->in_ready = false;
+        if (c->dead)
+            conn_release(c);
+        else
+            conn_resume(c);
+    }
+}
+
+static void worker_on_ctx(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    worker *w = io->data;
+    tc_ctx_run(w->ctx);
+    worker_resume_ready(w);
+}
+
+/* Closes every connection, writing what is queued as far as the sockets
+ * take it. Completions still pending are run first so their replies go
+ * out too. */
+static void worker_close_all(worker *w)
+{
+    for (int i = 0; i < 100 && tc_ctx_run(w->ctx) > 0; i++)
+        worker_resume_ready(w);
+    while (w->conns != NULL)
+        conn_shutdown(w->conns);
+    /* Completions of closed connections free what waited for them. */
+    for (int i = 0; i < 100 && tc_ctx_run(w->ctx) > 0; i++)
+        worker_resume_ready(w);
+    worker_resume_ready(w);
+}
+
+static void worker_on_wake(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    worker *w = a->data;
+    int *fds;
+    size_t n;
+    bool stop;
+
+    pthread_mutex_lock(&w->lock);
+    fds = w->newfds;
+    n = w->nnew;
+    stop = w->stop;
+    w->newfds = NULL;
+    w->nnew = w->capnew = 0;
+    pthread_mutex_unlock(&w->lock);
+
+    for (size_t i = 0; i < n; i++) {
+        if (stop || conn_new(w, fds[i]) == NULL) {
+            if (stop)
+                close(fds[i]);
+            atomic_fetch_sub(&w->srv->curr_conns, 1);
+        }
+    }
+    free(fds);
+    if (stop) {
+        worker_close_all(w);
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    ev_run(w->loop, 0);
+    return NULL;
+}
+
+int worker_start(worker *w, server *srv, unsigned id)
+{
+    memset(w, 0, sizeof(*w));
+    w->srv = srv;
+    w->id = id;
+    pthread_mutex_init(&w->lock, NULL);
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL)
+        return -1;
+    tc_status st = tc_ctx_new(srv->engine, &w->ctx);
+    if (st != TC_OK) {
+        ev_loop_destroy(w->loop);
+        return -1;
+    }
+    ev_async_init(&w->wake, worker_on_wake);
+    w->wake.data = w;
+    ev_async_start(w->loop, &w->wake);
+    ev_io_init(&w->ctx_io, worker_on_ctx, tc_ctx_fd(w->ctx), EV_READ);
+    w->ctx_io.data = w;
+    ev_io_start(w->loop, &w->ctx_io);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        tc_ctx_free(w->ctx);
+        ev_loop_destroy(w->loop);
+        return -1;
+    }
+    return 0;
+}
+
+void worker_give(worker *w, int fd)
+{
+    pthread_mutex_lock(&w->lock);
+    if (w->nnew == w->capnew) {
+        size_t cap = w->capnew == 0 ? 16 : w->capnew * 2;
+        int *fds = realloc(w->newfds, cap * sizeof(*fds));
+        if (fds == NULL) {
+            pthread_mutex_unlock(&w->lock);
+            close(fd);
+            atomic_fetch_sub(&w->srv->curr_conns, 1);
+            return;
+        }
+        w->newfds = fds;
+        w->capnew = cap;
+    }
+    w->newfds[w->nnew++] = fd;
+    pthread_mutex_unlock(&w->lock);
+    ev_async_send(w->loop, &w->wake);
+}
+
+void worker_stop(worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->stop = true;
+    pthread_mutex_unlock(&w->lock);
+    ev_async_send(w->loop, &w->wake);
+}
+
+void worker_join(worker *w)
+{
+    pthread_join(w->thread, NULL);
+    ev_io_stop(w->loop, &w->ctx_io);
+    ev_async_stop(w->loop, &w->wake);
+    tc_ctx_free(w->ctx);
+    request_free_ops(w);
+    ev_loop_destroy(w->loop);
+    pthread_mutex_destroy(&w->lock);
+}
