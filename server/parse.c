@@ -330,9 +330,8 @@ static mc_status mc_line_cmd(const mc_line *l, const char *buf, size_t len,
         if (TOK_IS(c, "decr"))
             return req->cmd = MC_DECR, mc_keyed_number(l, req, used, err);
         if (TOK_IS(c, "quit")) {
+            /* As in memcached 1.6, arguments are ignored. */
             *used = l->len;
-            if (l->n != 1)
-                return *err = MC_E_UNKNOWN, MC_ERROR;
             return req->cmd = MC_QUIT, MC_OK;
         }
         break;
@@ -364,9 +363,8 @@ static mc_status mc_line_cmd(const mc_line *l, const char *buf, size_t len,
             return req->cmd = MC_PREPEND, mc_storage(l, buf, len, item_max,
                                                      req, used, err, swallow);
         if (TOK_IS(c, "version")) {
+            /* memcached 1.6 ignores anything after "version". */
             *used = l->len;
-            if (l->n != 1)
-                return *err = MC_E_UNKNOWN, MC_ERROR;
             return req->cmd = MC_VERSION, MC_OK;
         }
         break;
@@ -378,7 +376,9 @@ static mc_status mc_line_cmd(const mc_line *l, const char *buf, size_t len,
             if (l->n != 2 && l->n != 3)
                 return *err = MC_E_UNKNOWN, MC_ERROR;
             req->cmd = MC_VERBOSITY;
-            req->noreply = l->n == 3 && mc_is_noreply(&l->t[2]);
+            /* As everywhere in memcached, a last "noreply" counts, even
+             * in place of the level ("verbosity noreply"). */
+            req->noreply = mc_is_noreply(&l->t[l->n - 1]);
             /* memcached takes any text here, as strtoul would. */
             uint32_t level = 0;
             for (size_t i = 0; i < l->t[1].n; i++) {
