@@ -726,10 +726,8 @@ void mem_stats_reset(mem *m)
     for (unsigned i = 0; i < m->cfg.shards; i++) {
         mem_shard *sh = &m->shards[i];
         pthread_mutex_lock(&sh->lock);
-        uint64_t total_items = sh->st.total_items;
+        /* memcached's "stats reset" zeroes total_items too. */
         memset(&sh->st, 0, sizeof(sh->st));
-        /* memcached's "stats reset" keeps total_items. */
-        sh->st.total_items = total_items;
         pthread_mutex_unlock(&sh->lock);
     }
 }
