@@ -369,8 +369,9 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         return TC_EINVAL;
     if (vlen > m->cfg.item_max)
         return TC_E2BIG;
+    /* An empty value may come as NULL, which memcpy must not be given. */
     if (vlen == 0)
-        value = ""; /* an empty value may come as NULL: memcpy needs a pointer */
+        value = "";
     if (!concat) {
         nit = item_new(m->slab, key, klen, vlen);
         if (nit == NULL)
