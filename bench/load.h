@@ -1,0 +1,152 @@
+/*
+ * load.h - tc-load's state, shared by tc_load.c (options, phases, report)
+ * and load_io.c (connections: building requests, reading and checking
+ * replies).
+ *
+ * Invariants:
+ *   - every connection has at most `depth` requests in flight, kept in a
+ *     FIFO in the order they were written; replies arrive in that order
+ *     (the memcached text protocol answers in order), so the head of the
+ *     FIFO says what the next reply must be;
+ *   - a request is counted in the phase that issued it, when its reply is
+ *     parsed; a reply that cannot be parsed ends its connection (the
+ *     stream cannot be resynchronised) and is counted as a protocol error;
+ *   - no allocation, formatting or clock read per request on the hot path:
+ *     requests are built from a key template, the clock is read once per
+ *     write() and once per read().
+ */
+#ifndef TC_BENCH_LOAD_H
+#define TC_BENCH_LOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dist.h"
+#include "hist.h"
+#include "kv.h"
+
+enum ld_op { LD_GET = 0, LD_SET = 1 };
+
+#define LD_AHEAD 32
+
+/* Phases, in the order they run; a run skips those not asked for. */
+enum ld_phase {
+    LD_PREFILL = 0, /* sets of every key in the key space */
+    LD_VERIFY,      /* gets of a sample of the prefilled keys */
+    LD_WARMUP,      /* the workload, not counted in the result */
+    LD_RUN,         /* the measured workload */
+    LD_PHASES
+};
+
+typedef struct ld_req {
+    uint32_t key;
+    uint8_t op;
+    uint8_t phase;
+    uint64_t t_ns; /* when the write() carrying it was issued */
+} ld_req;
+
+typedef struct ld_conn {
+    int fd;
+    bool dead;
+    bool want_out; /* EPOLLOUT is armed: a write is pending */
+    ld_req *fifo;
+    uint32_t mask;
+    uint32_t head; /* next reply expected */
+    uint32_t tail; /* next free slot */
+    char *rbuf;
+    size_t rcap, rlen;
+    char *wbuf;
+    size_t wcap, wlen, woff;
+} ld_conn;
+
+typedef struct ld_counts {
+    uint64_t gets;
+    uint64_t sets;
+    uint64_t hits;
+    uint64_t misses;
+    uint64_t stored;
+    uint64_t errors;      /* error replies and failures, all kinds */
+    uint64_t proto_errors; /* of which replies that could not be parsed */
+    uint64_t wrong;       /* values whose key, flags, size or bytes differ */
+} ld_counts;
+
+typedef struct ld_opts {
+    const char *host;
+    unsigned port;
+    unsigned conns;
+    unsigned depth;
+    uint64_t requests;  /* 0: no count limit */
+    double seconds;     /* 0: no time limit */
+    double warmup;
+    uint32_t keys;
+    double skew;        /* 0: uniform */
+    uint32_t vmin, vmax;
+    unsigned ratio_get, ratio_set;
+    bool prefill;
+    uint32_t verify;
+    uint64_t seed;
+    double timeout;
+    bool json_only;
+    bool spin; /* poll without sleeping */
+} ld_opts;
+
+typedef struct ld {
+    ld_opts o;
+    kv_values kv;
+    dist d;
+    rng r;
+    uint32_t get_threshold; /* a draw's low 32 bits below this: a get */
+    /* Key draws made LD_AHEAD picks early, their columns prefetched. */
+    uint64_t ahead[LD_AHEAD];
+    unsigned ahead_pos;
+    int ep;
+    ld_conn *conns;
+    unsigned live_conns;
+
+    /* The phase being issued, and what is left of it. */
+    int phase;
+    bool issuing;
+    uint64_t to_issue; /* requests left to write in this phase */
+    uint32_t seq;      /* next key of the prefill or verify sequence */
+    uint32_t verify_step;
+    uint64_t inflight;
+    uint64_t last_progress_ns;
+
+    ld_counts cnt[LD_PHASES];
+    hist lat; /* the run phase's latencies */
+    uint64_t prefill_ns;
+    uint64_t run_start_ns, run_end_ns;
+    /* System calls, to show how well requests are batched. */
+    uint64_t n_writes, n_reads, n_polls;
+    char first_error[160];
+} ld;
+
+/* Monotonic time in nanoseconds. */
+uint64_t ld_now(void);
+
+/* Records a failure; the first one's text is kept for the report. */
+void ld_error(ld *L, int phase, bool proto, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Keeps the text of the first problem for the report, counts nothing. */
+void ld_note(ld *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Connects every connection; false (with the error recorded) on failure. */
+bool ld_connect_all(ld *L);
+void ld_conns_free(ld *L);
+
+/* Writes as many requests as the connection and the phase allow. */
+void ld_fill(ld *L, ld_conn *c);
+/* Reads what the connection has, checks and counts every reply. */
+void ld_read(ld *L, ld_conn *c);
+/* Writes what a connection has pending after EPOLLOUT. */
+void ld_flush(ld *L, ld_conn *c);
+/* Ends a connection: its requests in flight are counted as errors. */
+void ld_kill(ld *L, ld_conn *c, const char *why);
+
+/* The next request of the current phase; false when the phase has no more
+ * (tc_load.c). */
+bool ld_next(ld *L, uint32_t *key, int *op);
+
+#endif /* TC_BENCH_LOAD_H */
