@@ -539,8 +539,14 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
     }
     if (result != NULL)
         *result = v;
+    /* The new number may cost more than the old, and the old item may
+     * stay dead in the small FIFO: evict as a store does. */
+    while (mem_over_limit(m) && evict_one(m, sh, now))
+        ;
 out:
     pthread_mutex_unlock(&sh->lock);
+    if (st == TC_OK && mem_over_limit(m))
+        mem_reclaim(m, now);
     return st;
 }
 
