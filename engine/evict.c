@@ -156,7 +156,7 @@ static bool evict_small(mem *m, mem_shard *sh, uint32_t now)
 }
 
 /* Moves the CLOCK hand over main until it evicts one item. */
-static bool evict_main(mem *m, mem_shard *sh, uint32_t now)
+static bool evict_main(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
 {
     uint32_t main_items = sh->count - sh->small_count;
     /* Each main item is passed at most four times (its frequency is at
@@ -170,7 +170,7 @@ static bool evict_main(mem *m, mem_shard *sh, uint32_t now)
             sh->hand = 0;
         uint64_t s = sh->slots[sh->hand];
         struct tc_item *it = slot_item(s);
-        if (s == 0 || (it->bits & ITEM_SMALL)) {
+        if (s == 0 || (it->bits & ITEM_SMALL) || (uintptr_t)it == keep) {
             sh->hand++;
             continue;
         }
@@ -189,17 +189,21 @@ static bool evict_main(mem *m, mem_shard *sh, uint32_t now)
     return false;
 }
 
-bool evict_one(mem *m, mem_shard *sh, uint32_t now)
+bool evict_one(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
 {
     for (;;) {
         bool main_empty = sh->count == sh->small_count;
         bool small_due = (uint64_t)sh->small_bytes * 100 >=
                          (uint64_t)sh->bytes * EVICT_SMALL_PERCENT;
         if (ring_len(sh) > 0 && (small_due || main_empty)) {
+            /* The item just stored is the newest in the small FIFO: at
+             * its head it is alone there, and main must give instead. */
+            if ((uintptr_t)sh->ring[sh->ring_head & sh->ring_mask] == keep)
+                return !main_empty && evict_main(m, sh, now, keep);
             if (evict_small(m, sh, now))
                 return true;
             continue;
         }
-        return evict_main(m, sh, now);
+        return evict_main(m, sh, now, keep);
     }
 }

@@ -269,9 +269,9 @@ static tc_status mem_publish(mem *m, mem_shard *sh, uint64_t h, uint32_t pos,
     return TC_OK;
 }
 
-/* Evicts from other shards while the tier is over its limit. Called with
- * no shard locked. */
-static void mem_reclaim(mem *m, uint32_t now)
+/* Evicts from other shards while the tier is over its limit, sparing
+ * keep (see evict_one). Called with no shard locked. */
+static void mem_reclaim(mem *m, uint32_t now, uintptr_t keep)
 {
     unsigned n = m->cfg.shards;
     unsigned idle = 0;
@@ -283,7 +283,7 @@ static void mem_reclaim(mem *m, uint32_t now)
         int done = 0;
         pthread_mutex_lock(&sh->lock);
         while (done < MEM_RECLAIM_BATCH && mem_over_limit(m) &&
-               evict_one(m, sh, now))
+               evict_one(m, sh, now, keep))
             done++;
         pthread_mutex_unlock(&sh->lock);
         idle = done > 0 ? 0 : idle + 1;
@@ -361,6 +361,7 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
 {
     bool concat = mode == TC_APPEND || mode == TC_PREPEND;
     struct tc_item *nit = NULL;
+    uintptr_t stored = 0;
     tc_status st;
     uint32_t pos = 0;
     bool expired;
@@ -412,8 +413,9 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     if (st == TC_OK) {
         if (cas_out != NULL)
             *cas_out = nit->cas;
+        stored = (uintptr_t)nit;
         nit = NULL;
-        while (mem_over_limit(m) && evict_one(m, sh, now))
+        while (mem_over_limit(m) && evict_one(m, sh, now, stored))
             ;
     }
     pthread_mutex_unlock(&sh->lock);
@@ -421,7 +423,7 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     if (nit != NULL)
         item_unref(nit);
     if (st == TC_OK && mem_over_limit(m))
-        mem_reclaim(m, now);
+        mem_reclaim(m, now, stored);
     return st;
 }
 
@@ -498,6 +500,7 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
     uint32_t pos;
     bool expired;
     tc_status st = TC_OK;
+    uintptr_t stored = 0;
     uint64_t v;
     char buf[20];
 
@@ -541,12 +544,13 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
         *result = v;
     /* The new number may cost more than the old, and the old item may
      * stay dead in the small FIFO: evict as a store does. */
-    while (mem_over_limit(m) && evict_one(m, sh, now))
+    stored = (uintptr_t)nit;
+    while (mem_over_limit(m) && evict_one(m, sh, now, stored))
         ;
 out:
     pthread_mutex_unlock(&sh->lock);
     if (st == TC_OK && mem_over_limit(m))
-        mem_reclaim(m, now);
+        mem_reclaim(m, now, stored);
     return st;
 }
 

@@ -127,8 +127,11 @@ bool evict_ring_push(mem_shard *sh, struct tc_item *it);
 bool evict_admit(mem *m, mem_shard *sh, uint64_t h, struct tc_item *it);
 /* An overwrite of old by it: it inherits old's place and frequency. */
 bool evict_inherit(mem_shard *sh, struct tc_item *old, struct tc_item *it);
-/* Frees at least one item's bytes if the shard has any; false if not. */
-bool evict_one(mem *m, mem_shard *sh, uint32_t now);
+/* Frees at least one item's bytes if the shard has any; false if not.
+ * keep is the address of the item the caller just stored (0 if none),
+ * which is spared: a store must not evict what it stored. It is only
+ * compared, never followed, so it may name an item freed since. */
+bool evict_one(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep);
 /* Resizes the ghost array to fit a table of cap slots. */
 void evict_ghost_resize(mem_shard *sh, uint32_t cap);
 void evict_shard_free(mem_shard *sh);
