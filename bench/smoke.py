@@ -1,0 +1,204 @@
+#!/usr/bin/python3
+"""bench/smoke.py - the 'bench' suite's smoke test, printing TAP.
+
+Runs tc-load for a few thousand requests, with every value checked, against
+canned (always), memcached (when installed) and tiercached (when built),
+and checks its JSON report: no errors, no wrong values, every get a hit
+after the prefill, the request count honoured. Also checks that tc-load
+does notice what it must never ignore: wrong values (canned serving other
+value sizes) and replies that are not the protocol (a server answering
+garbage), each of which must make it exit non-zero with the right count.
+
+    smoke.py --tc-load PATH --canned PATH [--memcached PATH]
+             [--tiercached PATH]
+
+Every server listens on a free loopback port and is stopped at the end;
+every run is bounded by a timeout, the whole test by a few seconds.
+Standard library only; run with /usr/bin/python3.
+"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+RUN_TIMEOUT = 30
+
+
+class Tap:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, name, diag=""):
+        self.n += 1
+        if cond:
+            print(f"ok {self.n} - {name}")
+        else:
+            self.failed += 1
+            print(f"not ok {self.n} - {name}")
+            for line in str(diag).splitlines()[-20:]:
+                print(f"# {line}")
+        sys.stdout.flush()
+        return cond
+
+    def skip(self, name, why):
+        self.n += 1
+        print(f"ok {self.n} - {name} # SKIP {why}")
+        sys.stdout.flush()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, seconds=10):
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def stop(proc):
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tc_load(path, port, *args):
+    """Runs tc-load; returns (exit status, parsed JSON or None, output)."""
+    argv = [path, "-p", str(port), "--timeout", "5", "--json"] + list(args)
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        return -1, None, f"timed out: {argv}\n{e.stdout}\n{e.stderr}"
+    res = None
+    for line in p.stdout.splitlines():
+        if line.startswith("{"):
+            try:
+                res = json.loads(line)
+            except ValueError:
+                pass
+    return p.returncode, res, f"{' '.join(argv)}\n{p.stdout}{p.stderr}"
+
+
+def check_clean(tap, name, rc, res, out, requests):
+    good = (rc == 0 and res is not None and res["errors"] == 0 and
+            res["wrong_values"] == 0 and res["ops"] == requests and
+            res["hits"] == res["gets"] and res["misses"] == 0 and
+            res["stored"] == res["sets"] and
+            res["prefill_stored"] == res["prefill_sets"] and
+            res["verify_hits"] == res["verify_gets"] and
+            res["ops_per_sec"] > 0 and res["p99_us"] > 0)
+    tap.ok(good, name, out)
+
+
+def against_server(tap, label, tc, port):
+    n = 5000
+    rc, res, out = tc_load(tc, port, "--prefill", "-k", "2000", "-n", str(n),
+                           "-c", "4", "-d", "8", "-r", "9:1", "-z", "0.99",
+                           "-V", "1-3000", "--verify", "200", "--seed", "7")
+    check_clean(tap, f"{label}: {n} mixed requests, values 1-3000 B, "
+                "all checked", rc, res, out, n)
+    rc, res, out = tc_load(tc, port, "-k", "2000", "-n", "2000", "-c", "1",
+                           "-d", "1", "-V", "1-3000")
+    check_clean(tap, f"{label}: 2000 gets on one connection without "
+                "pipelining", rc, res, out, 2000)
+
+
+def garbage_server(port_box, ready):
+    """Accepts one connection and answers anything with a non-reply."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(RUN_TIMEOUT)
+    port_box.append(srv.getsockname()[1])
+    ready.set()
+    try:
+        conn, _ = srv.accept()
+        conn.settimeout(RUN_TIMEOUT)
+        conn.recv(65536)
+        conn.sendall(b"HELLO THERE\r\n")
+        time.sleep(0.5)
+        conn.close()
+    except OSError:
+        pass
+    finally:
+        srv.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tc-load", required=True)
+    ap.add_argument("--canned", required=True)
+    ap.add_argument("--memcached", default="/usr/bin/memcached")
+    ap.add_argument("--tiercached")
+    a = ap.parse_args()
+    tap = Tap()
+    procs = []
+    try:
+        # canned: value sizes 1-3000 bytes, as the runs below use.
+        canned = subprocess.Popen([a.canned, "-p", "0", "-V", "1-3000"],
+                                  stdout=subprocess.PIPE, text=True)
+        procs.append(canned)
+        line = canned.stdout.readline().split()
+        port = int(line[1]) if len(line) == 2 and line[0] == "port" else 0
+        if tap.ok(port > 0 and wait_port(port, canned), "canned starts",
+                  line):
+            against_server(tap, "canned", a.tc_load, port)
+            rc, res, out = tc_load(a.tc_load, port, "-k", "100", "-n", "500",
+                                   "-V", "1-2999")
+            tap.ok(rc == 1 and res is not None and res["wrong_values"] > 0,
+                   "wrong values are counted and fail the run", out)
+
+        box, ready = [], threading.Event()
+        t = threading.Thread(target=garbage_server, args=(box, ready),
+                             daemon=True)
+        t.start()
+        ready.wait(5)
+        rc, res, out = tc_load(a.tc_load, box[0], "-c", "1", "-n", "10")
+        tap.ok(rc == 1 and res is not None and res["protocol_errors"] > 0
+               and res["errors"] >= 10,
+               "a reply outside the protocol is a protocol error and fails "
+               "the run", out)
+
+        servers = [("memcached", a.memcached), ("tiercached", a.tiercached)]
+        for name, path in servers:
+            if not path or not os.path.exists(path):
+                tap.skip(f"{name}: mixed requests", "not built or installed")
+                tap.skip(f"{name}: one connection", "not built or installed")
+                continue
+            sport = free_port()
+            argv = [path, "-p", str(sport), "-l", "127.0.0.1", "-m", "64",
+                    "-t", "1", "-U", "0"]
+            if name == "memcached" and os.geteuid() == 0:
+                argv += ["-u", "root"]
+            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            procs.append(p)
+            if tap.ok(wait_port(sport, p), f"{name} starts", argv):
+                against_server(tap, name, a.tc_load, sport)
+    finally:
+        for p in procs:
+            stop(p)
+    print(f"1..{tap.n}")
+    return 1 if tap.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
