@@ -117,6 +117,7 @@ typedef struct ld {
     hist lat; /* the run phase's latencies */
     uint64_t prefill_ns;
     uint64_t run_start_ns, run_end_ns;
+    uint64_t idle_ns; /* of the run, spent waiting for replies */
     /* System calls, to show how well requests are batched. */
     uint64_t n_writes, n_reads, n_polls;
     char first_error[160];

@@ -311,12 +311,17 @@ static bool ld_pump(ld *L, uint64_t until_ns, bool keep_going)
         }
         if (!L->issuing && L->inflight == 0)
             return true;
+        uint64_t t0 = ld_now();
         int n = epoll_wait(L->ep, ev, LD_MAX_EVENTS, L->o.spin ? 0 : 100);
         L->n_polls++;
         if (n < 0 && errno != EINTR) {
             ld_error(L, L->phase, false, "epoll_wait: %s", strerror(errno));
             return false;
         }
+        /* Time spent waiting for the server: polls that found nothing, or
+         * any sleep in epoll_wait. */
+        if (L->phase == LD_RUN && (n <= 0 || !L->o.spin))
+            L->idle_ns += ld_now() - t0;
         for (int i = 0; i < n; i++) {
             ld_conn *c = ev[i].data.ptr;
             if (c->dead)
@@ -406,6 +411,8 @@ static void ld_report(const ld *L, bool completed)
                ld_us(hist_quantile(&L->lat, 0.99)),
                ld_us(hist_quantile(&L->lat, 0.999)), ld_us(L->lat.max),
                L->lat.count ? ld_us(L->lat.sum / L->lat.count) : 0);
+        printf("  tc-load idle (waiting for replies): %.1f%% of the run\n",
+               secs > 0 ? (double)L->idle_ns / 1e7 / secs : 0);
         printf("  system calls (all phases): %" PRIu64 " writes, %" PRIu64
                " reads, %" PRIu64 " polls\n", L->n_writes, L->n_reads,
                L->n_polls);
@@ -427,7 +434,8 @@ static void ld_report(const ld *L, bool completed)
            "\"errors\":%" PRIu64 ",\"protocol_errors\":%" PRIu64 ","
            "\"wrong_values\":%" PRIu64 ",\"prefill_sets\":%" PRIu64 ","
            "\"prefill_stored\":%" PRIu64 ",\"prefill_seconds\":%.6f,"
-           "\"verify_gets\":%" PRIu64 ",\"verify_hits\":%" PRIu64 "}\n",
+           "\"verify_gets\":%" PRIu64 ",\"verify_hits\":%" PRIu64 ","
+           "\"client_idle_pct\":%.1f}\n",
            o->host, o->port, o->conns, o->depth, o->keys, o->skew, o->vmin,
            o->vmax, o->ratio_get, o->ratio_set, o->seed,
            completed ? "true" : "false", secs, ops, rate, run->gets,
@@ -438,7 +446,7 @@ static void ld_report(const ld *L, bool completed)
            ld_us(hist_quantile(&L->lat, 0.999)), ld_us(L->lat.max),
            L->lat.count ? ld_us(L->lat.sum / L->lat.count) : 0, errors,
            proto, wrong, pre->sets, pre->stored, pre_secs, ver->gets,
-           ver->hits);
+           ver->hits, secs > 0 ? (double)L->idle_ns / 1e7 / secs : 0);
     fflush(stdout);
 }
 
