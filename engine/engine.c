@@ -62,6 +62,7 @@ tc_status tc_open(const tc_config *cfg, tc_engine **out)
         return TC_ENOMEM;
     e->cfg = c;
     atomic_init(&e->flush_at, 0);
+    pthread_mutex_init(&e->flush_lock, NULL);
     mem_config mc = {
         .limit = c.mem_limit,
         .item_max = c.item_size_max,
@@ -70,6 +71,7 @@ tc_status tc_open(const tc_config *cfg, tc_engine **out)
     };
     st = mem_new(&mc, &e->mem);
     if (st != TC_OK) {
+        pthread_mutex_destroy(&e->flush_lock);
         free(e);
         return st;
     }
@@ -82,10 +84,28 @@ void tc_close(tc_engine *e)
     if (e == NULL)
         return;
     mem_destroy(&e->mem);
+    pthread_mutex_destroy(&e->flush_lock);
     free(e);
 }
 
 /* ---- time ---- */
+
+/*
+ * Carries out the delayed flush due at at. mem_flush empties the shards
+ * one after another; every caller that finds the flush due waits here
+ * until it is complete, and flush_at reads 0 only after, so no call made
+ * after the due time sees a shard the flush has not reached yet.
+ */
+static void engine_flush_due(tc_engine *e, int64_t at)
+{
+    pthread_mutex_lock(&e->flush_lock);
+    if (atomic_load(&e->flush_at) == at) {
+        mem_flush(e->mem);
+        /* A flush requested meanwhile replaced this one: keep it. */
+        atomic_compare_exchange_strong(&e->flush_at, &at, 0);
+    }
+    pthread_mutex_unlock(&e->flush_lock);
+}
 
 uint32_t engine_now(tc_engine *e)
 {
@@ -97,10 +117,9 @@ uint32_t engine_now(tc_engine *e)
         clock_gettime(CLOCK_REALTIME_COARSE, &ts);
         now = ts.tv_sec;
     }
-    int64_t at = atomic_load_explicit(&e->flush_at, memory_order_relaxed);
-    if (at != 0 && now >= at &&
-        atomic_compare_exchange_strong(&e->flush_at, &at, 0))
-        mem_flush(e->mem);
+    int64_t at = atomic_load_explicit(&e->flush_at, memory_order_acquire);
+    if (at != 0 && now >= at)
+        engine_flush_due(e, at);
     if (now < 1)
         now = 1;
     return now > UINT32_MAX ? UINT32_MAX : (uint32_t)now;

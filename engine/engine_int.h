@@ -5,6 +5,7 @@
 #ifndef TC_ENGINE_INT_H
 #define TC_ENGINE_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@ struct tc_engine {
     tc_config cfg;
     mem *mem;
     _Atomic int64_t flush_at; /* a delayed flush's time; 0 = none */
+    pthread_mutex_t flush_lock; /* held while a due delayed flush runs */
 };
 
 /* The current unix time; also carries out a delayed flush that is due. */
