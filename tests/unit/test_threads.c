@@ -17,12 +17,17 @@
  *   - add_has_one_winner: every key added by all threads at once is
  *     stored by exactly one of them.
  *   - flush_during_writes: flushes while others write and read.
+ *   - delayed_flush_is_a_barrier: while one thread carries out a due
+ *     delayed flush shard by shard, another thread's calls must not see
+ *     the shards not yet flushed (stale hits, lost stores).
  *
  * Bounded operation counts, no sleeps. Seeds derive from tct_seed().
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine_int.h"
 #include "item.h"
@@ -757,6 +762,118 @@ static void flush_during_writes(void)
     tc_close(e);
 }
 
+/* ---- delayed flush ---- */
+
+/* A key of the form "<prefix><n>" that lands in shard want. */
+static size_t key_in_shard(tc_engine *e, char *key, const char *prefix,
+                           unsigned want)
+{
+    mem *m = e->mem;
+    for (uint64_t n = 0;; n++) {
+        size_t kl = tcu_key(key, prefix, n);
+        if (((mem_hash(m, key, kl) >> 56) & (m->cfg.shards - 1)) == want)
+            return kl;
+    }
+}
+
+typedef struct flush_race {
+    tc_engine *e;
+    char trigger[64], old[64], fresh[64];
+    size_t trigger_len, old_len, fresh_len;
+    tc_status old_get;  /* the late thread's get of a pre-flush key */
+    tc_status fresh_set;
+    _Atomic int done;
+} flush_race;
+
+/* Its first call sees the delayed flush due and carries it out. */
+static void *flush_race_flusher(void *p)
+{
+    flush_race *r = p;
+    tc_item *it = NULL;
+    (void)tc_get(r->e, r->trigger, r->trigger_len, &it);
+    tc_item_release(it);
+    return NULL;
+}
+
+/* Comes in while the flush is under way. */
+static void *flush_race_late(void *p)
+{
+    flush_race *r = p;
+    tc_item *it = NULL;
+    r->old_get = tc_get(r->e, r->old, r->old_len, &it);
+    tc_item_release(it);
+    r->fresh_set = tc_store(r->e, TC_SET, r->fresh, r->fresh_len, "new", 3,
+                            0, 0, 0, NULL);
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The flush is held up at shard 3 (the test holds its lock) after it
+ * emptied shard 0. Meanwhile a late thread, whose clock is past the due
+ * time, reads a key stored before the flush and stores a new one, both
+ * in shard 6, which the flush has not reached. The read must miss and
+ * the store must survive. (If the late thread is made to wait for the
+ * flush, the test waits 300 ms before letting the flush go
+ * on; the outcome does not depend on that wait.)
+ */
+static void delayed_flush_is_a_barrier(void)
+{
+    tcu_clock clk;
+    tc_config cfg;
+    tcu_config(&cfg, &clk);
+    cfg.shards = 8;
+    tc_engine *e = tcu_open_cfg(&cfg);
+    flush_race r;
+    memset(&r, 0, sizeof(r));
+    r.e = e;
+    char k0[64];
+    size_t k0l = key_in_shard(e, k0, "s0:", 0);
+    r.trigger_len = key_in_shard(e, r.trigger, "trig:", 1);
+    r.old_len = key_in_shard(e, r.old, "old:", 6);
+    r.fresh_len = key_in_shard(e, r.fresh, "fresh:", 6);
+    TCT_EQ_ST(tc_store(e, TC_SET, k0, k0l, "v", 1, 0, 0, 0, NULL), TC_OK);
+    TCT_EQ_ST(tc_store(e, TC_SET, r.old, r.old_len, "v", 1, 0, 0, 0, NULL),
+              TC_OK);
+    TCT_EQ_ST(tc_flush(e, 10), TC_OK);
+    tcu_clock_add(&clk, 11);
+
+    mem_shard *s0 = &e->mem->shards[0], *s3 = &e->mem->shards[3];
+    pthread_mutex_lock(&s3->lock);
+    pthread_t flusher, late;
+    TCT_EQ_INT(pthread_create(&flusher, NULL, flush_race_flusher, &r), 0);
+    /* Wait until the flush has emptied shard 0: it is now stuck at 3. */
+    for (;;) {
+        pthread_mutex_lock(&s0->lock);
+        uint32_t n = s0->count;
+        pthread_mutex_unlock(&s0->lock);
+        if (n == 0)
+            break;
+        sched_yield();
+    }
+    TCT_EQ_INT(pthread_create(&late, NULL, flush_race_late, &r), 0);
+    int64_t deadline = mono_ms() + 300;
+    while (!atomic_load(&r.done) && mono_ms() < deadline)
+        sched_yield();
+    pthread_mutex_unlock(&s3->lock);
+    pthread_join(flusher, NULL);
+    pthread_join(late, NULL);
+
+    TCT_EQ_ST(r.old_get, TC_ENOTFOUND);
+    TCT_EQ_ST(r.fresh_set, TC_OK);
+    tcu_expect(e, r.fresh, "new");
+    tcu_expect_missing(e, r.old);
+    tcu_expect_missing(e, k0);
+    tc_close(e);
+}
+
 TCT_MAIN(TCT(mixed_ops_under_eviction), TCT(incr_counters_add_up),
          TCT(cas_increment_loop), TCT(add_has_one_winner),
-         TCT(flush_during_writes))
+         TCT(flush_during_writes), TCT(delayed_flush_is_a_barrier))
