@@ -117,6 +117,7 @@ static void open_rejects_invalid_config(void)
         {"shards 512", 1 << 20, 1 << 16, 512},
         {"shards 2^31", 1 << 20, 1 << 16, 1u << 31},
         {"shards UINT_MAX", 1 << 20, 1 << 16, ~0u},
+        {"item_size_max > 1 GiB", (size_t)4 << 30, ((size_t)1 << 30) + 1, 0},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         tc_config cfg = base;
@@ -918,6 +919,14 @@ static void touch_and_gat(void)
     tcu_expect(e, "k", "v");
     TCT_EQ_ST(tc_touch(e, SL("k"), -1), TC_OK);
     tcu_expect_missing(e, "k");
+
+    /* gat with a negative time returns the item, which then expires. */
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("n"), SL("v"), 0, 0, 0, NULL), TC_OK);
+    TCT_EQ_ST(tc_gat(e, SL("n"), -1, &it), TC_OK);
+    tc_item_view(it, &v);
+    TCT_EQ_MEM(v.value, v.value_len, "v");
+    tc_item_release(it);
+    tcu_expect_missing(e, "n");
 
     /* gat 0 clears an expiry; gat with an absolute time sets it. */
     TCT_EQ_ST(tc_store(e, TC_SET, SL("g"), SL("v"), 0, 5, 0, NULL), TC_OK);

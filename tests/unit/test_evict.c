@@ -156,6 +156,8 @@ static void byte_bound_random_sizes(void)
             TCT_EQ_INT(memcheck_tier(e->mem), 0);
     }
     TCT_EQ_INT(memcheck_tier(e->mem), 0);
+    printf("# bytes %" PRIu64 ", slab pages %zu, limit %zu\n",
+           tcu_stat(e, "bytes"), slab_page_bytes(e->mem->slab), limit);
     TCT_CHECK(tcu_stat(e, "evictions") > 1000);
     /* The cache was used, not emptied. */
     TCT_CHECK(max_bytes > limit / 2);
@@ -374,6 +376,32 @@ static void stored_item_readable_at_once_sharded(void)
     }
     TCT_EQ_U64(missing, 0);
     TCT_EQ_INT(memcheck_tier(e->mem), 0);
+    tc_close(e);
+}
+
+/* item_size_max may equal mem_limit: a value that large costs more than
+ * the limit with its header; it is kept (the bound may be passed by one
+ * item) until the next store makes room. */
+static void item_as_large_as_the_limit(void)
+{
+    const size_t limit = 64 * 1024;
+    tc_engine *e = open_limit(NULL, limit, limit, 1);
+    char *val = malloc(limit);
+    TCT_CHECK(val != NULL);
+    memset(val, 'L', limit);
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("small"), SL("s"), 0, 0, 0, NULL),
+              TC_OK);
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("huge"), val, limit, 0, 0, 0, NULL),
+              TC_OK);
+    TCT_CHECK(resident(e, SL("huge")));
+    TCT_CHECK(!resident(e, SL("small")));
+    TCT_EQ_U64(tcu_stat(e, "bytes"), cost_of(4, limit));
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("next"), SL("n"), 0, 0, 0, NULL), TC_OK);
+    TCT_CHECK(!resident(e, SL("huge")));
+    tcu_expect(e, "next", "n");
+    TCT_EQ_U64(tcu_stat(e, "bytes"), cost_of(4, 1));
+    TCT_EQ_INT(memcheck_tier(e->mem), 0);
+    free(val);
     tc_close(e);
 }
 
@@ -606,6 +634,7 @@ TCT_MAIN(TCT(bytes_counts_real_cost), TCT(byte_bound_random_sizes),
          TCT(byte_bound_one_hot_shard), TCT(byte_bound_rewrites_of_one_key),
          TCT(recent_and_frequent_survive), TCT(stored_item_readable_at_once),
          TCT(stored_item_readable_at_once_sharded),
+         TCT(item_as_large_as_the_limit),
          TCT(scan_resistance), TCT(scan_evicts_unread),
          TCT(scan_resistance_sharded), TCT(ghost_hit_goes_to_main),
          TCT(expired_reclaimed_first), TCT(dead_items_freed_before_live))
