@@ -219,6 +219,23 @@ def pipeline_larger_than_socket_buffers(t):
 
 
 @S.test()
+def replies_over_4_mib_to_one_send_all_arrive(t):
+    # Guards against a stall seen in tiercached 0.1.0: after one earlier
+    # get on the connection, a pipeline of 9 gets of 512 KiB stopped after
+    # 8 replies (4,194,520 bytes) and the 9th never came. The client reads
+    # all the time here.
+    c, k = t.conn(), t.key()
+    data = bytes(range(256)) * 2048
+    c.call(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(data), data), b"STORED\r\n")
+    c.call(b"get %s\r\n" % k, hit(k, 0, data), "one get of 512 KiB")
+    c.call(b"get %s\r\n" % k * 9, hit(k, 0, data) * 9,
+           "9 gets of 512 KiB in one send")
+    c.call(b"get %s\r\n" % k * 16, hit(k, 0, data) * 16,
+           "16 gets of 512 KiB in one send")
+    c.expect_version()
+
+
+@S.test()
 def replies_in_order_for_mixed_sizes(t):
     c = t.conn()
     small, big = t.key("small"), t.key("big")
