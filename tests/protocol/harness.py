@@ -42,6 +42,7 @@ import traceback
 OP_TIMEOUT = 5.0      # seconds, any single socket operation
 START_TIMEOUT = 10.0  # seconds until the server accepts a connection
 STOP_TIMEOUT = 5.0    # seconds between SIGTERM and SIGKILL
+FILE_BUDGET = 90.0    # seconds; later tests of a file are reported not run
 HOST = "127.0.0.1"
 
 SANITIZER_MARKS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
@@ -708,6 +709,11 @@ class Suite:
         try:
             for test in self.tests:
                 if args.only and args.only not in test.name:
+                    continue
+                if time.monotonic() - start > FILE_BUDGET:
+                    self._report(test.name, [
+                        "not run: this file has used up its %.0f s budget "
+                        "(meson kills it at 120 s)" % FILE_BUDGET], [])
                     continue
                 if test.exclusive:
                     self._resume_due(pending, drain=True)

@@ -99,6 +99,15 @@ def two_large_values_in_one_pipeline(t):
            + hit(k2, 0, d2))
 
 
+@S.test(only="tiercached", reason="memcached's -I also counts its item "
+        "header: its largest value under -I 1m is 1048514 bytes")
+def value_of_exactly_max_item_size_stored(t):
+    c, k = t.conn(), t.key()
+    data = blob(MIB, 12)
+    set_ok(c, k, data)
+    c.call(b"get %s\r\n" % k, hit(k, 0, data))
+
+
 @S.test()
 def value_over_max_item_size_rejected(t):
     c, k = t.conn(), t.key()
