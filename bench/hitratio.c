@@ -192,7 +192,7 @@ static tc_status hr_open(const hr_opts *o, size_t limit, tc_engine **out)
 
 /* The engine's cost of one item of the trace's sizes, in bytes. */
 static tc_status hr_item_cost(const hr_opts *o, const kv_values *kv,
-                              double *cost)
+                              double *cost, uint64_t *shards)
 {
     tc_engine *e = NULL;
     uint32_t n = o->keys < HR_COST_SAMPLE ? o->keys : HR_COST_SAMPLE;
@@ -208,6 +208,7 @@ static tc_status hr_item_cost(const hr_opts *o, const kv_values *kv,
     if (st != TC_OK)
         goto out;
     uint64_t items = hr_stat(e, "curr_items");
+    *shards = hr_stat(e, "mem_shards");
     *cost = items ? (double)hr_stat(e, "bytes") / (double)items : 0;
 out:
     tc_close(e);
@@ -388,7 +389,8 @@ int main(int argc, char **argv)
         goto out;
     }
     double cost = 0;
-    tc_status ts = hr_item_cost(&o, &kv, &cost);
+    uint64_t shards = 0;
+    tc_status ts = hr_item_cost(&o, &kv, &cost, &shards);
     if (ts != TC_OK || cost <= 0) {
         fprintf(stderr, "hitratio: measuring the item cost: %s\n",
                 tc_strerror(ts));
@@ -396,10 +398,10 @@ int main(int argc, char **argv)
     }
     printf("hitratio: %" PRIu32 " keys (\"" KV_KEY_PREFIX "\" + %d digits), "
            "%" PRIu64 " requests per trace, zipf %.2f, values %" PRIu32
-           " bytes, seed %" PRIu64 ", engine shards %s, engine cost %.1f "
+           " bytes, seed %" PRIu64 ", engine: %" PRIu64 " shards, %.1f "
            "bytes per item\n",
            o.keys, KV_KEY_DIGITS, o.requests, o.skew, o.value, o.seed,
-           o.shards ? "set" : "default", cost);
+           shards, cost);
     printf("\n| trace | cache size | items | engine miss ratio | "
            "LRU miss ratio | engine / LRU | engine items held | "
            "engine better |\n"
