@@ -11,7 +11,7 @@
 
 #include "tcutil.h"
 
-enum { KEYS = 300, VMAX = 64, OPS = 200000 };
+enum { KEYS = 300, VMAX = 64, OPS = 600000 };
 
 typedef struct mkey {
     int live;
