@@ -20,6 +20,8 @@
 
 #define EVICT_SMALL_PERCENT 10
 #define EVICT_RING_MIN 16u
+/* How far back from the ring's tail an unlinked item is looked for. */
+#define EVICT_FORGET_SCAN 64u
 
 static uint32_t ghost_index(uint64_t h, uint32_t cap)
 {
@@ -79,15 +81,70 @@ bool evict_ring_push(mem_shard *sh, struct tc_item *it)
     return true;
 }
 
+/* Drops holes (entries of items already freed) at the ring's head. */
+static void ring_skip_holes(mem_shard *sh)
+{
+    while (ring_len(sh) > 0 &&
+           sh->ring[sh->ring_head & sh->ring_mask] == NULL) {
+        sh->ring_head++;
+        sh->ring_holes--;
+    }
+}
+
 static struct tc_item *ring_pop(mem_shard *sh)
 {
+    ring_skip_holes(sh);
     if (ring_len(sh) == 0)
         return NULL;
     struct tc_item *it = sh->ring[sh->ring_head & sh->ring_mask];
     sh->ring_head++;
     it->bits &= (uint8_t)~ITEM_RING;
     sh->small_bytes -= mem_item_cost(it);
+    if (!(it->bits & ITEM_LINKED))
+        sh->ring_dead--;
     return it;
+}
+
+void evict_ring_forget(mem_shard *sh, struct tc_item *it)
+{
+    uint32_t n = ring_len(sh);
+    uint32_t look = n < EVICT_FORGET_SCAN ? n : EVICT_FORGET_SCAN;
+
+    for (uint32_t i = 1; i <= look; i++) {
+        uint32_t idx = (sh->ring_tail - i) & sh->ring_mask;
+        if (sh->ring[idx] == it) {
+            sh->ring[idx] = NULL;
+            sh->ring_holes++;
+            it->bits &= (uint8_t)~ITEM_RING;
+            sh->small_bytes -= mem_item_cost(it);
+            return;
+        }
+    }
+    sh->ring_dead++;
+}
+
+void evict_ring_tidy(mem *m, mem_shard *sh)
+{
+    uint32_t waste = sh->ring_dead + sh->ring_holes;
+    if (waste == 0 || (uint64_t)waste * 4 < ring_len(sh))
+        return;
+    uint32_t w = sh->ring_head;
+    for (uint32_t r = sh->ring_head; r != sh->ring_tail; r++) {
+        struct tc_item *it = sh->ring[r & sh->ring_mask];
+        if (it == NULL)
+            continue;
+        if (!(it->bits & ITEM_LINKED)) {
+            it->bits &= (uint8_t)~ITEM_RING;
+            sh->small_bytes -= mem_item_cost(it);
+            mem_release(m, sh, it);
+            continue;
+        }
+        sh->ring[w & sh->ring_mask] = it;
+        w++;
+    }
+    sh->ring_tail = w;
+    sh->ring_dead = 0;
+    sh->ring_holes = 0;
 }
 
 /* Puts a linked item into the small FIFO; if the ring cannot grow, the
@@ -128,6 +185,8 @@ static bool evict_small(mem *m, mem_shard *sh, uint32_t now)
     struct tc_item *it = ring_pop(sh);
     uint32_t pos;
 
+    if (it == NULL)
+        return false; /* only holes were left */
     if (!(it->bits & ITEM_LINKED)) {
         /* Deleted or replaced while in the FIFO: free it now. */
         mem_release(m, sh, it);
@@ -198,6 +257,9 @@ bool evict_one(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
         if (ring_len(sh) > 0 && (small_due || main_empty)) {
             /* The item just stored is the newest in the small FIFO: at
              * its head it is alone there, and main must give instead. */
+            ring_skip_holes(sh);
+            if (ring_len(sh) == 0)
+                continue;
             if ((uintptr_t)sh->ring[sh->ring_head & sh->ring_mask] == keep)
                 return !main_empty && evict_main(m, sh, now, keep);
             if (evict_small(m, sh, now))

@@ -199,8 +199,11 @@ static void mem_drop_link(mem *m, mem_shard *sh, struct tc_item *it)
         it->bits &= (uint8_t)~ITEM_SMALL;
         sh->small_count--;
     }
+    if (it->bits & ITEM_RING)
+        evict_ring_forget(sh, it);
     if (!(it->bits & ITEM_RING))
         mem_release(m, sh, it);
+    evict_ring_tidy(m, sh);
 }
 
 void mem_unlink_at(mem *m, mem_shard *sh, struct tc_item *it, uint32_t pos)
@@ -269,8 +272,16 @@ static tc_status mem_publish(mem *m, mem_shard *sh, uint64_t h, uint32_t pos,
     return TC_OK;
 }
 
-/* Evicts from other shards while the tier is over its limit, sparing
- * keep (see evict_one). Called with no shard locked. */
+/*
+ * Evicts while the tier is over its limit, sparing keep (the item just
+ * stored; see evict_one). Called after a store with no shard locked.
+ *
+ * Shards are visited in turn, whichever stored: every shard gives items
+ * up at the same pace, so memory flows to the shards that are written to
+ * (were each shard to make room for its own stores, a shard that took
+ * most writes would churn in its first share while the others kept old
+ * items for ever). Within a shard, S3-FIFO picks the victim.
+ */
 static void mem_reclaim(mem *m, uint32_t now, uintptr_t keep)
 {
     unsigned n = m->cfg.shards;
@@ -415,8 +426,6 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
             *cas_out = nit->cas;
         stored = (uintptr_t)nit;
         nit = NULL;
-        while (mem_over_limit(m) && evict_one(m, sh, now, stored))
-            ;
     }
     pthread_mutex_unlock(&sh->lock);
 
@@ -542,11 +551,8 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
     }
     if (result != NULL)
         *result = v;
-    /* The new number may cost more than the old, and the old item may
-     * stay dead in the small FIFO: evict as a store does. */
+    /* The new number may cost more than the old: evict as a store does. */
     stored = (uintptr_t)nit;
-    while (mem_over_limit(m) && evict_one(m, sh, now, stored))
-        ;
 out:
     pthread_mutex_unlock(&sh->lock);
     if (st == TC_OK && mem_over_limit(m))
@@ -597,6 +603,8 @@ static void mem_drop_detached(uint64_t *slots, uint32_t cap,
     }
     for (uint32_t i = head; i != tail; i++) {
         struct tc_item *it = ring[i & mask];
+        if (it == NULL)
+            continue; /* a hole: freed already */
         it->bits &= (uint8_t)~ITEM_RING;
         if (!(it->bits & ITEM_LINKED))
             item_unref(it);
@@ -636,6 +644,8 @@ void mem_flush(mem *m)
         sh->bytes = 0;
         sh->small_bytes = 0;
         sh->small_count = 0;
+        sh->ring_dead = 0;
+        sh->ring_holes = 0;
         pthread_mutex_unlock(&sh->lock);
 
         if (fresh != NULL) {

@@ -22,9 +22,12 @@
  * list and no per-item pointer.
  *
  * Reference rule: the shard holds one reference on an item while it is
- * ITEM_LINKED (in the table) or ITEM_RING (its pointer in the ring). A
- * deleted or replaced item that is still in the ring stays there, dead,
- * until the FIFO reaches it; its bytes are counted until then.
+ * ITEM_LINKED (in the table) or ITEM_RING (its pointer in the ring). When
+ * an item still in the ring is deleted or replaced, it is looked for among
+ * the ring's newest entries (where a recent write is): found, its entry
+ * becomes a hole and the item is freed at once; otherwise it stays, dead
+ * and counted, until the FIFO reaches it or the ring is compacted, which
+ * happens whenever a quarter of the ring is dead or holes.
  */
 #ifndef TC_MEM_INT_H
 #define TC_MEM_INT_H
@@ -56,8 +59,10 @@ typedef struct mem_shard {
 
     struct tc_item **ring; /* the small FIFO */
     uint32_t ring_mask;
-    uint32_t ring_head; /* next to leave */
-    uint32_t ring_tail; /* next free */
+    uint32_t ring_head;  /* next to leave */
+    uint32_t ring_tail;  /* next free */
+    uint32_t ring_dead;  /* entries of unlinked items, not yet freed */
+    uint32_t ring_holes; /* NULL entries of items already freed */
 
     uint16_t *ghost;
     uint32_t ghost_cap;
@@ -122,6 +127,11 @@ void mem_unlink_at(mem *m, mem_shard *sh, struct tc_item *it, uint32_t pos);
 
 /* evict.c */
 bool evict_ring_push(mem_shard *sh, struct tc_item *it);
+/* An item in the ring was unlinked: takes it out of the ring if it is
+ * among the newest entries (clearing ITEM_RING), else counts it dead. */
+void evict_ring_forget(mem_shard *sh, struct tc_item *it);
+/* Compacts the ring, freeing dead items, when a quarter of it is waste. */
+void evict_ring_tidy(mem *m, mem_shard *sh);
 /* Places a newly linked item in S3-FIFO (small FIFO, or main on a ghost
  * hit). Returns false only when the ring cannot grow (out of memory). */
 bool evict_admit(mem *m, mem_shard *sh, uint64_t h, struct tc_item *it);

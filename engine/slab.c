@@ -24,7 +24,7 @@
 
 #define SLAB_SMALL_MAX 1024
 #define SLAB_SMALL_CLASSES (SLAB_SMALL_MAX / 8)
-#define SLAB_LARGE_CLASSES (4 * 16) /* 1 KiB..16 KiB, 16 per power of 2 */
+#define SLAB_LARGE_CLASSES 16 /* 1 KiB..2 KiB, 64 bytes apart */
 #define SLAB_CLASSES (SLAB_SMALL_CLASSES + SLAB_LARGE_CLASSES)
 #define SLAB_HDR 64
 #define SLAB_REGION_PAGES 32
@@ -69,7 +69,7 @@ static unsigned slab_class_of(size_t size)
     if (size <= SLAB_SMALL_MAX)
         return size == 0 ? 0 : (unsigned)((size - 1) / 8);
     size_t x = size - 1;
-    unsigned lg = 63u - (unsigned)__builtin_clzll(x); /* 10..13 */
+    unsigned lg = 63u - (unsigned)__builtin_clzll(x); /* 10 */
     size_t off = x - ((size_t)1 << lg);
     return SLAB_SMALL_CLASSES + (lg - 10) * 16 + (unsigned)(off >> (lg - 4));
 }

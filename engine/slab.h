@@ -2,10 +2,13 @@
  * slab.h - the memory tier's item allocator.
  *
  * Items of up to SLAB_CHUNK_MAX bytes are carved from 64 KiB pages, one
- * size class per page. Classes are 8 bytes apart up to 1 KiB and 16 per
- * power of two above, so an item wastes at most 7 bytes (small) or 6.25%
- * (large), and no chunk carries a header: a 134-byte item takes 136 bytes,
- * where malloc would take 144. Larger items go to malloc.
+ * size class per page. Classes are 8 bytes apart up to 1 KiB and 64 bytes
+ * apart up to 2 KiB, so an item wastes at most 7 bytes (or 1/16), and no
+ * chunk carries a header: a 134-byte item takes 136 bytes, where malloc
+ * would take 144. Larger items go to malloc, whose 8-byte header and
+ * 16-byte rounding cost them little; keeping big classes out of the slab
+ * also keeps their half-empty pages (a 16 KiB class fits only three in a
+ * page after its header) from inflating memory use.
  *
  * A page that no longer holds a live chunk goes back to a pool shared by
  * all classes, so memory moves between classes as the workload changes.
@@ -17,7 +20,7 @@
 #include <stddef.h>
 
 #define SLAB_PAGE_SIZE ((size_t)64 * 1024)
-#define SLAB_CHUNK_MAX ((size_t)16 * 1024)
+#define SLAB_CHUNK_MAX ((size_t)2 * 1024)
 
 typedef struct slab slab;
 
