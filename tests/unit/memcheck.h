@@ -86,8 +86,15 @@ static inline int memcheck_shard(const mem *m, mem_shard *sh, unsigned si)
                sh->grow_at);
         bad++;
     }
+    uint32_t holes = 0, dead = 0;
     for (uint32_t i = sh->ring_head; i != sh->ring_tail; i++) {
         const struct tc_item *it = sh->ring[i & sh->ring_mask];
+        if (it == NULL) {
+            holes++; /* an entry whose item was freed */
+            continue;
+        }
+        if (!(it->bits & ITEM_LINKED))
+            dead++;
         if (!(it->bits & ITEM_RING)) {
             printf("# shard %u: ring entry without ITEM_RING\n", si);
             bad++;
@@ -96,6 +103,11 @@ static inline int memcheck_shard(const mem *m, mem_shard *sh, unsigned si)
         ring_bytes += mem_item_cost(it);
         if (!(it->bits & ITEM_LINKED))
             dead_ring_bytes += mem_item_cost(it);
+    }
+    if (holes != sh->ring_holes || dead != sh->ring_dead) {
+        printf("# shard %u: ring_holes %u ring_dead %u, ring has %u and %u\n",
+               si, sh->ring_holes, sh->ring_dead, holes, dead);
+        bad++;
     }
     if (ring_bytes != sh->small_bytes) {
         printf("# shard %u: small_bytes %zu, ring holds %zu\n", si,

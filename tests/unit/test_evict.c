@@ -630,6 +630,78 @@ static void dead_items_freed_before_live(void)
     tc_close(e);
 }
 
+/* Regression: deleted and overwritten items gave their bytes back only
+ * when the small FIFO reached them, so "bytes" stayed high after deletes
+ * and garbage could push live items out. */
+static void deleted_bytes_given_back(void)
+{
+    tc_engine *e = open_limit(NULL, 64u << 20, 1u << 20, 1);
+    char key[64];
+    static char big[1000];
+    memset(big, 'b', sizeof(big));
+
+    size_t kl = tcu_key(key, "k:", 1);
+    TCT_EQ_ST(tc_store(e, TC_SET, key, kl, big, 1000, 0, 0, 0, NULL), TC_OK);
+    uint64_t one_big = tcu_stat(e, "bytes");
+    TCT_EQ_ST(tc_store(e, TC_SET, key, kl, "x", 1, 0, 0, 0, NULL), TC_OK);
+    TCT_CHECK(tcu_stat(e, "bytes") < one_big);
+    TCT_EQ_ST(tc_delete(e, key, kl), TC_OK);
+    TCT_EQ_U64(tcu_stat(e, "bytes"), 0);
+
+    /* Many keys deleted oldest first: most are far from the ring's tail. */
+    for (unsigned i = 0; i < 5000; i++) {
+        kl = tcu_key(key, "m:", i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, big, 100, 0, 0, 0, NULL),
+                  TC_OK);
+    }
+    for (unsigned i = 0; i < 5000; i++) {
+        kl = tcu_key(key, "m:", i);
+        TCT_EQ_ST(tc_delete(e, key, kl), TC_OK);
+        TCT_EQ_INT(memcheck_tier(e->mem), 0);
+    }
+    TCT_EQ_U64(tcu_stat(e, "curr_items"), 0);
+    TCT_EQ_U64(tcu_stat(e, "bytes"), 0);
+    tc_close(e);
+}
+
+/* Regression: each shard made room for its own stores, so a shard that
+ * took all the writes churned inside its first share of memory while the
+ * others kept their old items for ever. Memory must flow to it. */
+static void memory_flows_to_written_shard(void)
+{
+    const size_t limit = 1 << 20;
+    tc_engine *e = open_limit(NULL, limit, 8192, 8);
+    static char val[400];
+    memset(val, 'f', sizeof(val));
+    char key[64];
+    for (unsigned i = 0; i < 4000; i++) {
+        size_t kl = tcu_key(key, "old:", i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0,
+                           NULL),
+                  TC_OK);
+    }
+    /* Write only keys of shard 0, five caches' worth. */
+    size_t target = 5 * limit / cost_of(10, sizeof(val));
+    for (unsigned i = 0, stored = 0; stored < target; i++) {
+        size_t kl = tcu_key(key, "new:", i);
+        if (((mem_hash(e->mem, key, kl) >> 56) & 7) != 0)
+            continue;
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0,
+                           NULL),
+                  TC_OK);
+        stored++;
+    }
+    mem_shard *sh0 = &e->mem->shards[0];
+    pthread_mutex_lock(&sh0->lock);
+    size_t bytes0 = sh0->bytes;
+    pthread_mutex_unlock(&sh0->lock);
+    printf("# shard 0 holds %zu of %zu bytes\n", bytes0, limit);
+    TCT_CHECK(bytes0 > limit / 2);
+    TCT_CHECK(tcu_stat(e, "bytes") <= limit + cost_of(10, sizeof(val)));
+    TCT_EQ_INT(memcheck_tier(e->mem), 0);
+    tc_close(e);
+}
+
 TCT_MAIN(TCT(bytes_counts_real_cost), TCT(byte_bound_random_sizes),
          TCT(byte_bound_one_hot_shard), TCT(byte_bound_rewrites_of_one_key),
          TCT(recent_and_frequent_survive), TCT(stored_item_readable_at_once),
@@ -637,4 +709,5 @@ TCT_MAIN(TCT(bytes_counts_real_cost), TCT(byte_bound_random_sizes),
          TCT(item_as_large_as_the_limit),
          TCT(scan_resistance), TCT(scan_evicts_unread),
          TCT(scan_resistance_sharded), TCT(ghost_hit_goes_to_main),
-         TCT(expired_reclaimed_first), TCT(dead_items_freed_before_live))
+         TCT(expired_reclaimed_first), TCT(dead_items_freed_before_live),
+         TCT(deleted_bytes_given_back), TCT(memory_flows_to_written_shard))

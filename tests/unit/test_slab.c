@@ -123,7 +123,7 @@ static void exact_class_sizes(void)
     TCT_CHECK(s != NULL);
     enum { N = 3000 };
     static void *ptrs[N];
-    static const size_t sizes[] = {8, 24, 1024, 1088, 4096, 16384};
+    static const size_t sizes[] = {8, 24, 1024, 1088, 1984, SLAB_CHUNK_MAX};
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
         size_t size = sizes[k];
         TCT_EQ_U64(slab_cost(size), size);
@@ -260,7 +260,7 @@ static void destroy_with_live_chunks(void)
     slab *s = slab_new();
     TCT_CHECK(s != NULL);
     for (unsigned i = 0; i < 5000; i++)
-        TCT_CHECK(slab_alloc(s, 1 + i % 4000) != NULL);
+        TCT_CHECK(slab_alloc(s, 1 + i % SLAB_CHUNK_MAX) != NULL);
     slab_destroy(&s);
     TCT_CHECK(s == NULL);
     slab_destroy(&s); /* NULL: nothing */
