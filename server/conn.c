@@ -182,7 +182,7 @@ static void conn_process(conn *c)
             conn_log_request(c, p, used);
         STAT_ADD(c->w->st.cmd_total, 1);
         if (st == MC_ERROR) {
-            request_error(c, err);
+            request_error(c, &req, err);
             c->rpos += used;
             c->swallow = swallow;
             continue;
@@ -234,6 +234,24 @@ static bool conn_room(conn *c)
     return true;
 }
 
+/*
+ * Writes, and executes buffered requests, for as long as that makes
+ * progress: a write that drains the queue below the high-water mark lets
+ * requests already read (and waiting only for room) go on, though no new
+ * read event will come for them.
+ */
+static void conn_pump(conn *c)
+{
+    for (;;) {
+        conn_process(c);
+        bool was_full = c->out.pending >= CONN_OUT_HIGH;
+        conn_flush(c);
+        if (!was_full || c->dead || c->closing || c->pending > 0 ||
+            c->out.pending >= CONN_OUT_HIGH || c->rpos == c->rlen)
+            return;
+    }
+}
+
 static void conn_read(conn *c)
 {
     for (int i = 0; i < CONN_READS_PER_EVENT; i++) {
@@ -267,15 +285,12 @@ static void conn_read(conn *c)
         }
         break;
     }
-    conn_flush(c);
+    conn_pump(c);
 }
 
 void conn_resume(conn *c)
 {
-    if (c->dead)
-        return;
-    conn_process(c);
-    conn_flush(c);
+    conn_pump(c);
 }
 
 static void conn_on_read(struct ev_loop *loop, ev_io *io, int revents)
@@ -289,11 +304,7 @@ static void conn_on_write(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
-    conn *c = io->data;
-    conn_flush(c);
-    /* Below the high-water mark again: go on with buffered requests. */
-    if (!c->dead && c->out.pending < CONN_OUT_HIGH && c->rpos < c->rlen)
-        conn_resume(c);
+    conn_pump(io->data);
 }
 
 void conn_shutdown(conn *c)

@@ -217,13 +217,20 @@ static mc_status mc_retrieval(const mc_line *l, const char *buf,
     size_t first = 1;
     (void)buf;
     if (req->cmd == MC_GAT || req->cmd == MC_GATS) {
-        if (l->n < 3)
+        if (l->n < 2)
             return *err = MC_E_UNKNOWN, *used = l->len, MC_ERROR;
         if (!mc_i32(&l->t[1], &req->exptime))
             return *err = MC_E_EXPTIME, *used = l->len, MC_ERROR;
         first = 2;
     } else if (l->n < 2) {
         return *err = MC_E_UNKNOWN, *used = l->len, MC_ERROR;
+    }
+    if (first == l->n) {
+        /* "gat <exptime>" with no key: memcached answers END. */
+        req->keys = l->end;
+        req->keys_len = 0;
+        *used = l->len;
+        return MC_OK;
     }
     req->keys = l->t[first].p;
     req->keys_len = (size_t)(l->end - req->keys);
@@ -287,7 +294,7 @@ static mc_status mc_flush_all(const mc_line *l, mc_request *req,
     size_t i = 1;
     if (i < l->n && !mc_is_noreply(&l->t[i])) {
         if (!mc_i32(&l->t[i], &req->exptime))
-            return *err = MC_E_FORMAT, MC_ERROR;
+            return *err = MC_E_EXPTIME, MC_ERROR;
         i++;
     }
     if (i < l->n) {
@@ -379,14 +386,9 @@ static mc_status mc_line_cmd(const mc_line *l, const char *buf, size_t len,
             /* As everywhere in memcached, a last "noreply" counts, even
              * in place of the level ("verbosity noreply"). */
             req->noreply = mc_is_noreply(&l->t[l->n - 1]);
-            /* memcached takes any text here, as strtoul would. */
             uint32_t level = 0;
-            for (size_t i = 0; i < l->t[1].n; i++) {
-                unsigned d = (unsigned)(l->t[1].p[i] - '0');
-                if (d > 9 || level > 1000)
-                    break;
-                level = level * 10 + d;
-            }
+            if (!(l->n == 2 && req->noreply) && !mc_u32(&l->t[1], &level))
+                return *err = MC_E_FORMAT, MC_ERROR;
             req->level = level;
             return MC_OK;
         }

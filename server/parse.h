@@ -13,9 +13,11 @@
  *   MC_NEED_MORE the request is incomplete; *used is the total number of
  *                bytes it needs when known (a storage command whose line
  *                has arrived), else 0;
- *   MC_ERROR     reply with mc_error_text(*err); consume *used bytes, then
- *                discard *swallow more bytes as they arrive (the data block
- *                of a value too large to store);
+ *   MC_ERROR     reply with mc_error_text(*err) unless req->noreply (as
+ *                memcached, a request that asked for no reply gets no
+ *                error either); consume *used bytes, then discard *swallow
+ *                more bytes as they arrive (the data block of a value too
+ *                large to store; req then names the command and key);
  *   MC_CLOSE     the line is too long: close the connection.
  *
  * Lines end with \n, optionally preceded by \r. Tokens are separated by

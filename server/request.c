@@ -15,7 +15,9 @@
 #define REQ_REF_MIN ((size_t)8 * 1024)
 #define REQ_VERSION "1.6.18-tiercache-" TC_VERSION_STRING
 
-enum { OP_GET, OP_GETS, OP_STORE, OP_DELETE, OP_ARITH, OP_TOUCH };
+/* OP_CONCAT is append/prepend: growing past the size limit is NOT_STORED
+ * there, as in memcached. */
+enum { OP_GET, OP_GETS, OP_STORE, OP_CONCAT, OP_DELETE, OP_ARITH, OP_TOUCH };
 
 /* ---- operation records ---- */
 
@@ -215,9 +217,13 @@ static void on_simple(void *arg, const tc_result *r)
                 q->len = (size_t)(p - q->buf);
             }
         } else {
-            const char *t = op->kind == OP_STORE ? store_text(r->status)
-                                                 : simple_text(op->kind,
-                                                               r->status);
+            const char *t;
+            if (op->kind == OP_CONCAT && r->status == TC_E2BIG)
+                t = "NOT_STORED\r\n";
+            else if (op->kind == OP_STORE || op->kind == OP_CONCAT)
+                t = store_text(r->status);
+            else
+                t = simple_text(op->kind, r->status);
             out_put(q, t, strlen(t));
         }
     }
@@ -231,8 +237,20 @@ static void reply_line(conn *c, const char *s)
     out_reply(&c->out, s, strlen(s));
 }
 
-void request_error(conn *c, mc_error err)
+static void exec_call(conn *c, const mc_request *req);
+
+void request_error(conn *c, const mc_request *req, mc_error err)
 {
+    if (err == MC_E_TOO_LARGE && req->cmd == MC_SET) {
+        /* A set that cannot be stored must not leave the old value to be
+         * read back as if it were the new one: memcached deletes it. */
+        mc_request del = *req;
+        del.cmd = MC_DELETE;
+        del.noreply = true;
+        exec_call(c, &del);
+    }
+    if (req->noreply)
+        return;
     const char *t = mc_error_text(err);
     size_t mark = out_mark(&c->out);
     if (out_put(&c->out, t, strlen(t)) && out_put(&c->out, "\r\n", 2))
@@ -294,6 +312,10 @@ static void exec_call(conn *c, const mc_request *req)
         break;
     case MC_TOUCH:
         kind = OP_TOUCH;
+        break;
+    case MC_APPEND:
+    case MC_PREPEND:
+        kind = OP_CONCAT;
         break;
     default:
         kind = OP_STORE;

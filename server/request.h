@@ -23,7 +23,9 @@ typedef struct srv_op {
 } srv_op;
 
 void request_exec(conn *c, const mc_request *req);
-void request_error(conn *c, mc_error err);
+/* Replies to a request mc_parse() refused (nothing when it asked for no
+ * reply); a set refused as too large also deletes the key's old value. */
+void request_error(conn *c, const mc_request *req, mc_error err);
 
 /* Frees the worker's operation records. */
 void request_free_ops(worker *w);
