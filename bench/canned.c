@@ -12,7 +12,7 @@
  * read (EPOLLOUT only), so a client that does not read cannot make the
  * buffer grow without bound beyond one read's worth of replies.
  *
- * Commands: get/gets (any number of keys; keys outside kv.h's scheme
+ * Commands: get/gets (up to 255 keys; keys outside kv.h's scheme
  * miss), set/add/replace/append/prepend/cas (the data block is skipped,
  * the reply is STORED, nothing with noreply), delete (NOT_FOUND), version,
  * stats (a few lines), flush_all (OK), mn (MN), quit. Anything else gets

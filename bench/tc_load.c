@@ -235,6 +235,10 @@ static int ld_options(int argc, char **argv, ld_opts *o)
     }
     if (!have_n && !have_t)
         o->seconds = 5;
+    if (o->requests == 0 && o->seconds == 0 && !o->prefill) {
+        fprintf(stderr, "tc-load: -n 0 needs --prefill (fill only) or -t\n");
+        return 2;
+    }
     if (!o->prefill)
         o->verify = 0;
     if (o->verify > o->keys)
