@@ -7,6 +7,18 @@
 
 #include "tiercache.h"
 
+/* Sets the lengths of a new item (and writes a big value's length). */
+static void item_set_lens(struct tc_item *it, size_t klen, size_t vlen)
+{
+    if (vlen >= ITEM_LEN_BIG) {
+        uint32_t v = (uint32_t)vlen;
+        it->lens = (uint32_t)klen << 24 | ITEM_LEN_BIG;
+        memcpy(it->data, &v, 4);
+    } else {
+        it->lens = (uint32_t)klen << 24 | (uint32_t)vlen;
+    }
+}
+
 struct tc_item *item_new(slab *s, const void *key, size_t klen, size_t vlen)
 {
     struct tc_item *it = slab_alloc(s, item_size(klen, vlen));
@@ -15,11 +27,10 @@ struct tc_item *item_new(slab *s, const void *key, size_t klen, size_t vlen)
     it->cas = 0;
     atomic_init(&it->exptime, 0);
     it->flags = 0;
-    it->vlen = (uint32_t)vlen;
-    it->klen = (uint8_t)klen;
+    item_set_lens(it, klen, vlen);
     it->bits = 0;
     atomic_init(&it->refs, 1);
-    memcpy(it->data, key, klen);
+    memcpy((char *)item_key(it), key, klen);
     return it;
 }
 
@@ -43,22 +54,21 @@ static struct tc_item *item_copy(const struct tc_item *it)
     c->cas = it->cas;
     atomic_init(&c->exptime, item_exptime(it));
     c->flags = it->flags;
-    c->vlen = it->vlen;
-    c->klen = it->klen;
+    c->lens = it->lens;
     c->bits = 0;
     atomic_init(&c->refs, 1);
-    memcpy(c->data, it->data, (size_t)it->klen + it->vlen);
+    memcpy(c->data, it->data, size - ITEM_HDR_SIZE);
     return c;
 }
 
 tc_item *tc_item_ref(tc_item *it)
 {
-    uint16_t n = atomic_load_explicit(&it->refs, memory_order_relaxed);
+    uint8_t n = atomic_load_explicit(&it->refs, memory_order_relaxed);
     do {
         if (n >= ITEM_REFS_MAX)
             return item_copy(it);
     } while (!atomic_compare_exchange_weak_explicit(
-        &it->refs, &n, (uint16_t)(n + 1), memory_order_relaxed,
+        &it->refs, &n, (uint8_t)(n + 1), memory_order_relaxed,
         memory_order_relaxed));
     return it;
 }
@@ -72,10 +82,10 @@ void tc_item_release(tc_item *it)
 void tc_item_view(const tc_item *it, tc_view *v)
 {
     uint32_t t = item_exptime(it);
-    v->key = it->data;
-    v->key_len = it->klen;
-    v->value = it->data + it->klen;
-    v->value_len = it->vlen;
+    v->key = item_key(it);
+    v->key_len = item_klen(it);
+    v->value = v->key_len + (const char *)v->key;
+    v->value_len = item_vlen(it);
     v->flags = it->flags;
     v->exptime = t;
     v->cas = it->cas;

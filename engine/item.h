@@ -1,18 +1,33 @@
 /*
  * item.h - the layout of an item in the memory tier.
  *
- * An item is one allocation: a 24-byte header, the key, then the value.
- * Its header fields are immutable once the item is published in a shard,
+ * An item is one allocation: a 22-byte header, the key, then the value:
+ *
+ *   0  cas      u64  unique per modification
+ *   8  exptime  u32  absolute unix seconds, 0 = never
+ *  12  flags    u32  the client's flags
+ *  16  lens     u32  key length << 24 | value length (24 bits)
+ *  20  bits     u8   S3-FIFO frequency and where the item is
+ *  21  refs     u8   reference count
+ *  22  key, value
+ *
+ * A value of 16 MiB - 1 or more has ITEM_LEN_BIG in its 24 bits and its
+ * real length in 4 bytes before the key, so the common item pays 4 bytes
+ * for its lengths and every size up to the limit still fits. The header is
+ * 22 bytes, not sizeof (24): items are allocated from ITEM_HDR_SIZE on,
+ * which is what lets a 14-byte key and a 100-byte value fit a 136-byte
+ * slab class (memory per item is a benchmark target).
+ *
+ * Header fields are immutable once the item is published in a shard,
  * except:
  *   - exptime, changed by touch/gat (a relaxed atomic, so readers holding
  *     a reference may read it without the shard lock);
- *   - bits, the eviction policy's state, only ever touched under the lock
- *     of the item's shard;
- *   - refs, the reference count, atomic.
+ *   - bits, only ever touched under the lock of the item's shard;
+ *   - refs, atomic.
  *
  * References: the shard holds one reference for as long as the item is in
  * its hash table or its small FIFO (see mem_int.h); every tc_item_ref()
- * adds one. The item is freed when the count reaches zero. The count is 16
+ * adds one. The item is freed when the count reaches zero. The count is 8
  * bits wide; tc_item_ref() hands out a private copy instead of a new
  * reference when it is near saturation.
  */
@@ -22,6 +37,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "slab.h"
 
@@ -31,39 +47,52 @@
 #define ITEM_LINKED 0x08u /* in the hash table */
 #define ITEM_RING 0x10u   /* its pointer is in the small FIFO's ring */
 
-#define ITEM_REFS_MAX 0xfff0u
+#define ITEM_REFS_MAX 0xf0u
+#define ITEM_LEN_BIG 0xffffffu
 
 struct tc_item {
     uint64_t cas;
-    _Atomic uint32_t exptime; /* absolute unix seconds; 0 = never */
+    _Atomic uint32_t exptime;
     uint32_t flags;
-    uint32_t vlen;
-    uint8_t klen;
+    uint32_t lens;
     uint8_t bits;
-    _Atomic uint16_t refs;
-    char data[]; /* key, then value */
+    _Atomic uint8_t refs;
+    char data[];
 };
 
-#define ITEM_HDR_SIZE (sizeof(struct tc_item))
+#define ITEM_HDR_SIZE offsetof(struct tc_item, data)
 
 static inline size_t item_size(size_t klen, size_t vlen)
 {
-    return ITEM_HDR_SIZE + klen + vlen;
+    return ITEM_HDR_SIZE + (vlen >= ITEM_LEN_BIG ? 4 : 0) + klen + vlen;
 }
 
-static inline size_t item_total(const struct tc_item *it)
+static inline size_t item_klen(const struct tc_item *it)
 {
-    return item_size(it->klen, it->vlen);
+    return it->lens >> 24;
+}
+
+static inline size_t item_vlen(const struct tc_item *it)
+{
+    uint32_t v = it->lens & ITEM_LEN_BIG;
+    if (v == ITEM_LEN_BIG)
+        memcpy(&v, it->data, 4);
+    return v;
 }
 
 static inline const char *item_key(const struct tc_item *it)
 {
-    return it->data;
+    return it->data + ((it->lens & ITEM_LEN_BIG) == ITEM_LEN_BIG ? 4 : 0);
 }
 
 static inline char *item_value(struct tc_item *it)
 {
-    return it->data + it->klen;
+    return (char *)item_key(it) + item_klen(it);
+}
+
+static inline size_t item_total(const struct tc_item *it)
+{
+    return item_size(item_klen(it), item_vlen(it));
 }
 
 static inline uint32_t item_exptime(const struct tc_item *it)

@@ -51,7 +51,7 @@ static struct tc_item *table_find(mem_shard *sh, uint64_t h, const void *key,
             return NULL;
         if ((s >> SLOT_TAG_SHIFT) == tag) {
             struct tc_item *it = slot_item(s);
-            if (it->klen == klen && memcmp(item_key(it), key, klen) == 0) {
+            if (item_klen(it) == klen && memcmp(item_key(it), key, klen) == 0) {
                 *pos = i;
                 return it;
             }
@@ -64,7 +64,7 @@ static struct tc_item *table_find(mem_shard *sh, uint64_t h, const void *key,
 bool mem_table_find_ptr(const mem *m, mem_shard *sh, const struct tc_item *it,
                         uint32_t *pos)
 {
-    uint64_t h = hash_key(item_key(it), it->klen, m->cfg.seed);
+    uint64_t h = hash_key(item_key(it), item_klen(it), m->cfg.seed);
     uint32_t cap = sh->cap;
     uint32_t i = hash_home(h, cap);
 
@@ -157,7 +157,7 @@ static bool table_grow(mem *m, mem_shard *sh, uint64_t extra)
             if (s == 0)
                 continue;
             const struct tc_item *it = slot_item(s);
-            uint64_t h = hash_key(item_key(it), it->klen, m->cfg.seed);
+            uint64_t h = hash_key(item_key(it), item_klen(it), m->cfg.seed);
             uint64_t e = slot_make(it, hash_tag(h), 0);
             ok = table_place(ns, (uint32_t)ncap, hash_home(h, (uint32_t)ncap),
                              e) == 0;
@@ -174,6 +174,7 @@ static bool table_grow(mem *m, mem_shard *sh, uint64_t extra)
         sh->cap = (uint32_t)ncap;
         sh->grow_at = table_grow_at(sh->cap);
         sh->hand = 0;
+        sh->fill_hand = 0;
         evict_ghost_resize(sh, sh->cap);
         return true;
     }
@@ -195,10 +196,8 @@ void mem_release(mem *m, mem_shard *sh, struct tc_item *it)
 static void mem_drop_link(mem *m, mem_shard *sh, struct tc_item *it)
 {
     it->bits &= (uint8_t)~ITEM_LINKED;
-    if (it->bits & ITEM_SMALL) {
-        it->bits &= (uint8_t)~ITEM_SMALL;
-        sh->small_count--;
-    }
+    if (it->bits & ITEM_SMALL)
+        evict_leave_small(sh, it);
     if (it->bits & ITEM_RING)
         evict_ring_forget(sh, it);
     if (!(it->bits & ITEM_RING))
@@ -245,7 +244,7 @@ static tc_status mem_publish(mem *m, mem_shard *sh, uint64_t h, uint32_t pos,
     if (old != NULL) {
         uint64_t s = sh->slots[pos];
         sh->slots[pos] = (s & ~SLOT_PTR_MASK) | (uint64_t)(uintptr_t)nit;
-        evict_inherit(sh, old, nit);
+        evict_inherit(m, sh, old, nit);
         mem_drop_link(m, sh, old);
     } else {
         if (sh->count + 1 > sh->grow_at && !table_grow(m, sh, 0))
@@ -400,7 +399,7 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
                                         &expired);
     st = mem_store_check(sh, mode, old, cas);
     if (st == TC_OK && concat) {
-        size_t total = (size_t)old->vlen + vlen;
+        size_t total = (size_t)item_vlen(old) + vlen;
         if (total > m->cfg.item_max) {
             st = TC_E2BIG;
         } else if ((nit = item_new(m->slab, key, klen, total)) == NULL) {
@@ -409,11 +408,11 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
             char *v = item_value(nit);
             const char *ov = item_value(old);
             if (mode == TC_APPEND) {
-                memcpy(v, ov, old->vlen);
-                memcpy(v + old->vlen, value, vlen);
+                memcpy(v, ov, item_vlen(old));
+                memcpy(v + item_vlen(old), value, vlen);
             } else {
                 memcpy(v, value, vlen);
-                memcpy(v + vlen, ov, old->vlen);
+                memcpy(v + vlen, ov, item_vlen(old));
             }
             nit->flags = old->flags;
             item_set_exptime(nit, item_exptime(old));
@@ -524,7 +523,7 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
         st = TC_ENOTFOUND;
         goto out;
     }
-    if (mem_parse_u64(item_value(it), it->vlen, &v) != 0) {
+    if (mem_parse_u64(item_value(it), item_vlen(it), &v) != 0) {
         st = TC_ENONNUMERIC;
         goto out;
     }
@@ -646,6 +645,9 @@ void mem_flush(mem *m)
         sh->small_count = 0;
         sh->ring_dead = 0;
         sh->ring_holes = 0;
+        sh->fill_count = 0;
+        sh->fill_bytes = 0;
+        sh->fill_hand = 0;
         pthread_mutex_unlock(&sh->lock);
 
         if (fresh != NULL) {

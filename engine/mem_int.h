@@ -21,6 +21,11 @@
  * frequency (decrementing it) and evicts one at zero. Main thus needs no
  * list and no per-item pointer.
  *
+ * The small FIFO's members are ITEM_SMALL. Those stored while the tier is
+ * far from its limit are fill items: ITEM_SMALL without ITEM_RING, the
+ * oldest members, taken out by a hand over the table when eviction
+ * starts. The others are in the ring, in order.
+ *
  * Reference rule: the shard holds one reference on an item while it is
  * ITEM_LINKED (in the table) or ITEM_RING (its pointer in the ring). When
  * an item still in the ring is deleted or replaced, it is looked for among
@@ -67,6 +72,9 @@ typedef struct mem_shard {
     uint16_t *ghost;
     uint32_t ghost_cap;
 
+    uint32_t fill_count; /* small-FIFO items not in the ring */
+    size_t fill_bytes;
+    uint32_t fill_hand;  /* finds them when they leave */
     size_t bytes;       /* cost of every item the shard references */
     size_t small_bytes; /* cost of the items in the ring, dead or alive */
     uint32_t small_count; /* live items in the small FIFO */
@@ -136,7 +144,11 @@ void evict_ring_tidy(mem *m, mem_shard *sh);
  * hit). Returns false only when the ring cannot grow (out of memory). */
 bool evict_admit(mem *m, mem_shard *sh, uint64_t h, struct tc_item *it);
 /* An overwrite of old by it: it inherits old's place and frequency. */
-bool evict_inherit(mem_shard *sh, struct tc_item *old, struct tc_item *it);
+bool evict_inherit(mem *m, mem_shard *sh, struct tc_item *old,
+                   struct tc_item *it);
+/* Takes an item out of the small FIFO's membership (not out of the ring:
+ * ITEM_RING stays as it is). */
+void evict_leave_small(mem_shard *sh, struct tc_item *it);
 /* Frees at least one item's bytes if the shard has any; false if not.
  * keep is the address of the item the caller just stored (0 if none),
  * which is spared: a store must not evict what it stored. It is only

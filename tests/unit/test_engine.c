@@ -1306,11 +1306,59 @@ static void stats_reset_zeroes_counters(void)
     tc_close(e);
 }
 
+/* Values of 16 MiB - 1 bytes and more keep their length outside the
+ * header's 24 bits (item.h): they store, read back, append and stay
+ * distinct from one byte less. */
+static void values_past_24_bit_length(void)
+{
+    tc_config cfg;
+    tc_config_init(&cfg);
+    cfg.mem_limit = (size_t)128 << 20;
+    cfg.item_size_max = (size_t)40 << 20;
+    tc_engine *e = tcu_open_cfg(&cfg);
+    const size_t sizes[] = {(1u << 24) - 2, (1u << 24) - 1, 1u << 24,
+                            (1u << 24) + 12345};
+    char *buf = malloc((1u << 24) + 20000);
+    TCT_CHECK(buf != NULL);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t n = sizes[k];
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (char)(i * 7 + k);
+        char key[16];
+        int kl = snprintf(key, sizeof(key), "big%zu", k);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, (size_t)kl, buf, n, 7, 0, 0,
+                           NULL),
+                  TC_OK);
+        tc_item *it;
+        TCT_EQ_ST(tc_get(e, key, (size_t)kl, &it), TC_OK);
+        tc_view v;
+        tc_item_view(it, &v);
+        TCT_EQ_U64(v.value_len, n);
+        TCT_EQ_MEM(v.key, v.key_len, key);
+        TCT_CHECK(memcmp(v.value, buf, n) == 0);
+        TCT_EQ_U64(v.flags, 7);
+        tc_item_release(it);
+    }
+    /* Crossing the boundary by append. */
+    TCT_EQ_ST(tc_store(e, TC_APPEND, "big0", 4, "xyz", 3, 0, 0, 0, NULL),
+              TC_OK);
+    tc_item *it;
+    TCT_EQ_ST(tc_get(e, "big0", 4, &it), TC_OK);
+    tc_view v;
+    tc_item_view(it, &v);
+    TCT_EQ_U64(v.value_len, (1u << 24) + 1);
+    TCT_CHECK(memcmp((const char *)v.value + v.value_len - 3, "xyz", 3) == 0);
+    tc_item_release(it);
+    free(buf);
+    tc_close(e);
+}
+
 TCT_MAIN(TCT(status_names_and_texts), TCT(config_defaults),
          TCT(open_rejects_invalid_config), TCT(two_engines_independent),
          TCT(set_get_view), TCT(empty_value), TCT(empty_value_null_pointer),
          TCT(binary_keys_and_values), TCT(key_length_limits),
          TCT(store_bad_mode), TCT(item_size_limit), TCT(large_values),
+         TCT(values_past_24_bit_length),
          TCT(add_and_replace), TCT(append_prepend_keep_flags_and_exptime),
          TCT(cas_semantics), TCT(cas_unique_per_modification),
          TCT(incr_decr_basic), TCT(incr_wraps_decr_floors),

@@ -62,7 +62,7 @@ static int resident(tc_engine *e, const char *key, size_t kl)
         if (s == 0)
             continue;
         const struct tc_item *it = slot_item(s);
-        if (it->klen == kl && memcmp(item_key(it), key, kl) == 0)
+        if (item_klen(it) == kl && memcmp(item_key(it), key, kl) == 0)
             found++;
     }
     pthread_mutex_unlock(&sh->lock);

@@ -60,7 +60,7 @@ static void got_copy(void *arg, struct tc_item *it)
 {
     got *g = arg;
     g->calls++;
-    g->len = it->vlen < sizeof(g->buf) ? it->vlen : sizeof(g->buf);
+    g->len = item_vlen(it) < sizeof(g->buf) ? item_vlen(it) : sizeof(g->buf);
     memcpy(g->buf, item_value(it), g->len);
 }
 
