@@ -18,6 +18,8 @@
 #define MEM_MIN_CAP 64u
 #define MEM_MAX_SHARDS 256u
 #define MEM_RECLAIM_BATCH 16
+/* Values up to this size are copied under the shard lock. */
+#define MEM_REWRITE_MAX ((size_t)4096)
 
 /* ---- table ---- */
 
@@ -364,6 +366,72 @@ static tc_status mem_store_check(mem_shard *sh, tc_store_mode mode,
     return TC_EINVAL;
 }
 
+/*
+ * Overwrites old with a new value in place, under the shard lock: when
+ * the shard holds the only reference (nobody is reading or sending it) and
+ * the new item would take the same slab chunk. The item keeps its place,
+ * its frequency and its cost; it gets a new CAS. Saves an allocation, a
+ * free and the bookkeeping of a replaced item, which is most of an
+ * overwrite of a small value.
+ */
+static bool mem_rewrite(mem *m, mem_shard *sh, struct tc_item *old,
+                        const void *value, size_t vlen, uint32_t flags,
+                        uint32_t exptime)
+{
+    size_t klen = item_klen(old);
+    if (atomic_load_explicit(&old->refs, memory_order_acquire) != 1 ||
+        vlen >= ITEM_LEN_BIG || item_vlen(old) >= ITEM_LEN_BIG ||
+        slab_cost(item_size(klen, vlen)) != slab_cost(item_total(old)))
+        return false;
+    old->lens = (uint32_t)klen << 24 | (uint32_t)vlen;
+    memcpy(item_value(old), value, vlen);
+    old->flags = flags;
+    item_set_exptime(old, exptime);
+    old->cas = mem_next_cas(m, sh);
+    sh->st.total_items++;
+    return true;
+}
+
+/* Builds the item of an append or prepend of value to old. */
+static tc_status mem_concat(mem *m, tc_store_mode mode, const void *key,
+                            size_t klen, struct tc_item *old,
+                            const void *value, size_t vlen,
+                            struct tc_item **out)
+{
+    size_t ovlen = item_vlen(old);
+    if (ovlen + vlen > m->cfg.item_max)
+        return TC_E2BIG;
+    struct tc_item *nit = item_new(m->slab, key, klen, ovlen + vlen);
+    if (nit == NULL)
+        return TC_ENOMEM;
+    char *v = item_value(nit);
+    const char *ov = item_value(old);
+    if (mode == TC_APPEND) {
+        memcpy(v, ov, ovlen);
+        memcpy(v + ovlen, value, vlen);
+    } else {
+        memcpy(v, value, vlen);
+        memcpy(v + vlen, ov, ovlen);
+    }
+    nit->flags = old->flags;
+    item_set_exptime(nit, item_exptime(old));
+    *out = nit;
+    return TC_OK;
+}
+
+static struct tc_item *mem_new_item(mem *m, const void *key, size_t klen,
+                                    const void *value, size_t vlen,
+                                    uint32_t flags, uint32_t exptime)
+{
+    struct tc_item *nit = item_new(m->slab, key, klen, vlen);
+    if (nit != NULL) {
+        memcpy(item_value(nit), value, vlen);
+        nit->flags = flags;
+        item_set_exptime(nit, exptime);
+    }
+    return nit;
+}
+
 tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
                     size_t klen, const void *value, size_t vlen,
                     uint32_t flags, uint32_t exptime, uint64_t cas,
@@ -383,13 +451,13 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     /* An empty value may come as NULL, which memcpy must not be given. */
     if (vlen == 0)
         value = "";
-    if (!concat) {
-        nit = item_new(m->slab, key, klen, vlen);
+    /* A big value is copied before the lock is taken; a small one is
+     * copied under it, often into the item it replaces (mem_rewrite). */
+    bool copy_early = !concat && vlen > MEM_REWRITE_MAX;
+    if (copy_early) {
+        nit = mem_new_item(m, key, klen, value, vlen, flags, exptime);
         if (nit == NULL)
             return TC_ENOMEM;
-        memcpy(item_value(nit), value, vlen);
-        nit->flags = flags;
-        item_set_exptime(nit, exptime);
     }
 
     mem_shard *sh = mem_shard_of(m, h);
@@ -399,24 +467,18 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
                                         &expired);
     st = mem_store_check(sh, mode, old, cas);
     if (st == TC_OK && concat) {
-        size_t total = (size_t)item_vlen(old) + vlen;
-        if (total > m->cfg.item_max) {
-            st = TC_E2BIG;
-        } else if ((nit = item_new(m->slab, key, klen, total)) == NULL) {
-            st = TC_ENOMEM;
-        } else {
-            char *v = item_value(nit);
-            const char *ov = item_value(old);
-            if (mode == TC_APPEND) {
-                memcpy(v, ov, item_vlen(old));
-                memcpy(v + item_vlen(old), value, vlen);
-            } else {
-                memcpy(v, value, vlen);
-                memcpy(v + vlen, ov, item_vlen(old));
-            }
-            nit->flags = old->flags;
-            item_set_exptime(nit, item_exptime(old));
+        st = mem_concat(m, mode, key, klen, old, value, vlen, &nit);
+    } else if (st == TC_OK && !copy_early) {
+        if (old != NULL &&
+            mem_rewrite(m, sh, old, value, vlen, flags, exptime)) {
+            if (cas_out != NULL)
+                *cas_out = old->cas;
+            pthread_mutex_unlock(&sh->lock);
+            return TC_OK;
         }
+        nit = mem_new_item(m, key, klen, value, vlen, flags, exptime);
+        if (nit == NULL)
+            st = TC_ENOMEM;
     }
     if (st == TC_OK)
         st = mem_publish(m, sh, h, pos, old, nit);

@@ -376,7 +376,53 @@ static void ref_threads_saturate(void)
     tc_close(e);
 }
 
-TCT_MAIN(TCT(ref_survives_delete_and_overwrite), TCT(ref_survives_flush),
+/* An overwrite that fits the old item's chunk rewrites it in place, but
+ * only when nobody holds a reference: a held item never changes. */
+static void rewrite_in_place_only_unreferenced(void)
+{
+    tc_engine *e = tcu_open(NULL);
+    tc_item *a = NULL, *b = NULL;
+    tc_view va, vb;
+    uint64_t cas1, cas2, cas3;
+
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("k"), SL("one"), 1, 0, 0, &cas1), TC_OK);
+    TCT_EQ_ST(tc_get(e, SL("k"), &a), TC_OK);
+    /* Held: the overwrite makes a new item; ours keeps its bytes. */
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("k"), SL("two"), 2, 0, 0, &cas2), TC_OK);
+    tc_item_view(a, &va);
+    view_is(&va, "k", "one", 1);
+    TCT_EQ_U64(va.cas, cas1);
+    TCT_EQ_ST(tc_get(e, SL("k"), &b), TC_OK);
+    TCT_CHECK(b != a);
+    tc_item_release(a);
+    tc_item_release(b);
+    /* Not held: the same chunk is rewritten, with a new CAS. */
+    TCT_EQ_ST(tc_get(e, SL("k"), &b), TC_OK);
+    struct tc_item *before = b;
+    tc_item_release(b);
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("k"), SL("six"), 6, 0, 0, &cas3), TC_OK);
+    TCT_CHECK(cas3 != cas2 && cas3 != cas1);
+    TCT_EQ_ST(tc_get(e, SL("k"), &b), TC_OK);
+    TCT_CHECK(b == before);
+    tc_item_view(b, &vb);
+    view_is(&vb, "k", "six", 6);
+    TCT_EQ_U64(vb.cas, cas3);
+    tc_item_release(b);
+    /* A value of another size class cannot be rewritten in place. */
+    static char big[300];
+    memset(big, 'b', sizeof(big));
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("k"), big, sizeof(big), 0, 0, 0, NULL),
+              TC_OK);
+    TCT_EQ_ST(tc_get(e, SL("k"), &b), TC_OK);
+    TCT_CHECK(b != before);
+    tc_item_view(b, &vb);
+    TCT_EQ_U64(vb.value_len, sizeof(big));
+    tc_item_release(b);
+    tc_close(e);
+}
+
+TCT_MAIN(TCT(ref_survives_delete_and_overwrite),
+         TCT(rewrite_in_place_only_unreferenced), TCT(ref_survives_flush),
          TCT(ref_survives_expiry), TCT(ref_survives_eviction),
          TCT(ref_saturation_small_item), TCT(ref_saturation_large_item),
          TCT(ref_saturation_item_stays), TCT(ref_threads_saturate))
