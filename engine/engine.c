@@ -158,6 +158,12 @@ static tc_status engine_lookup(tc_engine *e, const void *key, size_t klen,
     return st;
 }
 
+void tc_prefetch(tc_engine *e, const void *key, size_t klen)
+{
+    if (engine_key_ok(klen))
+        mem_prefetch(e->mem, mem_hash(e->mem, key, klen));
+}
+
 tc_status tc_get(tc_engine *e, const void *key, size_t klen, tc_item **out)
 {
     return engine_lookup(e, key, klen, MEM_NO_TOUCH, out);

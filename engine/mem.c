@@ -35,6 +35,25 @@ static mem_shard *mem_shard_of(mem *m, uint64_t h)
     return &m->shards[(h >> 56) & (m->cfg.shards - 1)];
 }
 
+/* Installs a table. The stores are atomic because mem_prefetch() reads
+ * the two fields without the lock; everything else reads them under it. */
+static void mem_set_table(mem_shard *sh, uint64_t *slots, uint32_t cap)
+{
+    __atomic_store_n(&sh->slots, slots, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->cap, cap, __ATOMIC_RELAXED);
+}
+
+void mem_prefetch(mem *m, uint64_t h)
+{
+    mem_shard *sh = mem_shard_of(m, h);
+    /* Without the lock: the table may be replaced meanwhile, and then
+     * this loads a line of the old one for nothing; a prefetch of freed
+     * memory does no harm. */
+    uint64_t *slots = __atomic_load_n(&sh->slots, __ATOMIC_RELAXED);
+    uint32_t cap = __atomic_load_n(&sh->cap, __ATOMIC_RELAXED);
+    __builtin_prefetch(&slots[hash_home(h, cap)]);
+}
+
 uint64_t mem_hash(const mem *m, const void *key, size_t klen)
 {
     return hash_key(key, klen, m->cfg.seed);
@@ -172,8 +191,7 @@ static bool table_grow(mem *m, mem_shard *sh, uint64_t extra)
             continue;
         }
         free(sh->slots);
-        sh->slots = ns;
-        sh->cap = (uint32_t)ncap;
+        mem_set_table(sh, ns, (uint32_t)ncap);
         sh->grow_at = table_grow_at(sh->cap);
         sh->hand = 0;
         sh->fill_hand = 0;
@@ -691,8 +709,7 @@ void mem_flush(mem *m)
             memset(slots, 0, (size_t)cap * sizeof(*slots));
             sh->ring_head = sh->ring_tail = 0;
         } else {
-            sh->slots = fresh;
-            sh->cap = MEM_MIN_CAP;
+            mem_set_table(sh, fresh, MEM_MIN_CAP);
             sh->grow_at = table_grow_at(sh->cap);
             sh->ring = NULL;
             sh->ring_mask = 0;
@@ -727,10 +744,10 @@ static tc_status mem_shard_init(mem_shard *sh, unsigned index)
     memset(sh, 0, sizeof(*sh));
     sh->index = index;
     sh->cas_next = index + 1;
-    sh->cap = MEM_MIN_CAP;
-    sh->slots = calloc(sh->cap, sizeof(*sh->slots));
-    if (sh->slots == NULL)
+    uint64_t *slots = calloc(MEM_MIN_CAP, sizeof(*slots));
+    if (slots == NULL)
         return TC_ENOMEM;
+    mem_set_table(sh, slots, MEM_MIN_CAP);
     sh->grow_at = table_grow_at(sh->cap);
     evict_ghost_resize(sh, sh->cap);
     pthread_mutex_init(&sh->lock, NULL);

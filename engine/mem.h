@@ -54,6 +54,9 @@ void mem_destroy(mem **m);
 
 uint64_t mem_hash(const mem *m, const void *key, size_t klen);
 
+/* Starts loading the table slot key's lookup will read first. */
+void mem_prefetch(mem *m, uint64_t h);
+
 /* Called with a live item while its shard is locked. */
 typedef void (*mem_visit_fn)(void *arg, struct tc_item *it);
 

@@ -162,6 +162,14 @@ typedef enum tc_store_mode {
 } tc_store_mode;
 
 /*
+ * A hint that key is about to be used: starts loading the memory its
+ * lookup reads first, so that a caller with a batch of requests can
+ * overlap their cache misses (hint them all, then run them). Never blocks,
+ * never fails, changes nothing.
+ */
+TC_API void tc_prefetch(tc_engine *e, const void *key, size_t klen);
+
+/*
  * Synchronous calls. All copy their inputs.
  */
 

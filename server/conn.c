@@ -20,6 +20,7 @@
 #define CONN_RBUF_KEEP ((size_t)256 * 1024)
 #define CONN_READ_MIN ((size_t)4096)
 #define CONN_READS_PER_EVENT 4
+#define CONN_BATCH 32
 
 static void conn_on_read(struct ev_loop *loop, ev_io *io, int revents);
 static void conn_on_write(struct ev_loop *loop, ev_io *io, int revents);
@@ -141,17 +142,79 @@ static void conn_log_request(conn *c, const char *p, size_t n)
     srv_log(c->w->srv, 2, "<%d %.*s", c->fd, (int)(len > 200 ? 200 : len), p);
 }
 
-/* Executes the complete requests in the buffer while it may. */
-static void conn_process(conn *c)
+/* One request parsed ahead of its execution. */
+typedef struct conn_parsed {
+    mc_request req;
+    size_t used;
+    size_t swallow;
+    mc_status st;
+    mc_error err;
+} conn_parsed;
+
+/* Keys of one get hinted to the engine at most. */
+#define CONN_PREFETCH_KEYS 16
+
+/*
+ * Parses the complete requests at rpos, up to n of them, without
+ * consuming anything, and hints the engine of their keys so that the
+ * table lines they need load while earlier ones execute (a batch of
+ * lookups then waits for memory about once instead of once each).
+ * Returns how many entries b holds; the last may be an MC_NEED_MORE or
+ * MC_CLOSE that ends the batch.
+ */
+static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
 {
+    tc_engine *e = c->w->srv->engine;
     size_t item_max = c->w->srv->set.item_size_max;
+    size_t off = c->rpos, i = 0;
+
+    while (i < n && off < c->rlen) {
+        conn_parsed *p = &b[i++];
+        p->st = mc_parse(c->rbuf + off, c->rlen - off, item_max, &p->req,
+                         &p->used, &p->err, &p->swallow);
+        if (p->st == MC_NEED_MORE || p->st == MC_CLOSE)
+            break;
+        off += p->used;
+        if (p->st == MC_ERROR) {
+            if (p->swallow > 0)
+                break; /* what follows is data to discard */
+            continue;
+        }
+        const mc_request *r = &p->req;
+        if (r->keys != NULL) {
+            size_t kp = 0, klen;
+            const char *key;
+            for (int k = 0; k < CONN_PREFETCH_KEYS &&
+                            mc_next_key(r, &kp, &key, &klen);
+                 k++)
+                tc_prefetch(e, key, klen);
+        } else if (r->key != NULL) {
+            tc_prefetch(e, r->key, r->klen);
+        }
+        if (r->cmd == MC_QUIT)
+            break;
+    }
+    return i;
+}
+
+static bool conn_may_go_on(const conn *c)
+{
+    return !c->closing && !c->dead && c->pending == 0 &&
+           c->out.pending < CONN_OUT_HIGH;
+}
+
+/* Executes the complete requests in the buffer while it may. A request
+ * parsed ahead but not executed (the connection had to stop) is parsed
+ * again when it goes on. */
+static void conn_execute(conn *c)
+{
     bool log = atomic_load_explicit(&c->w->srv->verbose,
                                     memory_order_relaxed) >= 2;
+    conn_parsed batch[CONN_BATCH];
 
-    while (!c->closing && !c->dead && c->pending == 0 &&
-           c->out.pending < CONN_OUT_HIGH) {
-        size_t avail = c->rlen - c->rpos;
+    while (conn_may_go_on(c)) {
         if (c->swallow > 0) {
+            size_t avail = c->rlen - c->rpos;
             size_t n = avail < c->swallow ? avail : c->swallow;
             c->rpos += n;
             c->swallow -= n;
@@ -159,37 +222,43 @@ static void conn_process(conn *c)
                 break;
             continue;
         }
-        if (avail == 0)
+        size_t n = conn_parse_batch(c, batch, CONN_BATCH);
+        if (n == 0)
             break;
-
-        mc_request req;
-        size_t used, swallow;
-        mc_error err;
-        const char *p = c->rbuf + c->rpos;
-        mc_status st = mc_parse(p, avail, item_max, &req, &used, &err,
-                                &swallow);
-        if (st == MC_NEED_MORE) {
-            c->rneed = used;
-            break;
+        bool stop = false;
+        for (size_t i = 0; i < n && !stop; i++) {
+            conn_parsed *p = &batch[i];
+            if (!conn_may_go_on(c))
+                return;
+            if (p->st == MC_NEED_MORE) {
+                c->rneed = p->used;
+                return;
+            }
+            c->rneed = 0;
+            if (p->st == MC_CLOSE) {
+                srv_log(c->w->srv, 1, "<%d line too long: closing", c->fd);
+                c->closing = true;
+                return;
+            }
+            if (log)
+                conn_log_request(c, c->rbuf + c->rpos, p->used);
+            STAT_ADD(c->w->st.cmd_total, 1);
+            if (p->st == MC_ERROR) {
+                request_error(c, &p->req, p->err);
+                c->rpos += p->used;
+                c->swallow = p->swallow;
+                stop = p->swallow > 0;
+                continue;
+            }
+            request_exec(c, &p->req);
+            c->rpos += p->used;
         }
-        c->rneed = 0;
-        if (st == MC_CLOSE) {
-            srv_log(c->w->srv, 1, "<%d line too long: closing", c->fd);
-            c->closing = true;
-            break;
-        }
-        if (log)
-            conn_log_request(c, p, used);
-        STAT_ADD(c->w->st.cmd_total, 1);
-        if (st == MC_ERROR) {
-            request_error(c, &req, err);
-            c->rpos += used;
-            c->swallow = swallow;
-            continue;
-        }
-        request_exec(c, &req);
-        c->rpos += used;
     }
+}
+
+/* Resets an emptied input buffer, giving back one grown for a big value. */
+static void conn_input_reset(conn *c)
+{
     if (c->rbuf != NULL && c->rpos == c->rlen) {
         c->rpos = c->rlen = 0;
         if (c->rcap > CONN_RBUF_KEEP) {
@@ -200,6 +269,12 @@ static void conn_process(conn *c)
             }
         }
     }
+}
+
+static void conn_process(conn *c)
+{
+    conn_execute(c);
+    conn_input_reset(c);
 }
 
 /*
