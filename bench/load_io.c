@@ -108,21 +108,23 @@ out:
     return ok;
 }
 
+/* On failure, what was made stays in L for ld_conns_free(). */
 bool ld_connect_all(ld *L)
 {
+    bool ok = false;
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)L->o.port);
     if (inet_pton(AF_INET, L->o.host, &sa.sin_addr) != 1) {
         ld_error(L, LD_RUN, false, "not an IPv4 address: %s", L->o.host);
-        return false;
+        goto out;
     }
 
     L->conns = calloc(L->o.conns, sizeof(*L->conns));
     if (L->conns == NULL) {
         ld_error(L, LD_RUN, false, "out of memory");
-        return false;
+        goto out;
     }
     for (unsigned i = 0; i < L->o.conns; i++)
         L->conns[i].fd = -1;
@@ -131,14 +133,14 @@ bool ld_connect_all(ld *L)
         ld_conn *c = &L->conns[i];
         if (!ld_conn_init(L, c)) {
             ld_error(L, LD_RUN, false, "out of memory for connection buffers");
-            return false;
+            goto out;
         }
         c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0 ||
             connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
             ld_error(L, LD_RUN, false, "connect to %s:%u: %s", L->o.host,
                      L->o.port, strerror(errno));
-            return false;
+            goto out;
         }
         int one = 1;
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -146,16 +148,18 @@ bool ld_connect_all(ld *L)
          * is immediate and simpler to report. */
         if (ld_nonblock(c->fd) != 0) {
             ld_error(L, LD_RUN, false, "fcntl: %s", strerror(errno));
-            return false;
+            goto out;
         }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(L->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
             ld_error(L, LD_RUN, false, "epoll_ctl: %s", strerror(errno));
-            return false;
+            goto out;
         }
         L->live_conns++;
     }
-    return true;
+    ok = true;
+out:
+    return ok;
 }
 
 void ld_conns_free(ld *L)
