@@ -73,7 +73,8 @@ void conn_close(conn *c)
     free(c->rbuf);
     c->rbuf = NULL;
     atomic_fetch_sub(&w->srv->curr_conns, 1);
-    conn_release(c);
+    /* Not freed here: the caller may still look at c. Whoever called in
+     * from the loop releases it on the way out (conn_release). */
 }
 
 void conn_release(conn *c)
@@ -95,6 +96,8 @@ void conn_ready(conn *c)
 static void conn_watch(conn *c)
 {
     struct ev_loop *loop = c->w->loop;
+    if (c->dead)
+        return;
     bool can_write = out_writable(&c->out);
 
     if (c->closing && c->pending == 0 && !can_write && c->out.waits == 0) {
@@ -317,6 +320,8 @@ static bool conn_room(conn *c)
  */
 static void conn_pump(conn *c)
 {
+    if (c->dead)
+        return;
     for (;;) {
         conn_process(c);
         bool was_full = c->out.pending >= CONN_OUT_HIGH;
@@ -372,14 +377,18 @@ static void conn_on_read(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
-    conn_read(io->data);
+    conn *c = io->data;
+    conn_read(c);
+    conn_release(c);
 }
 
 static void conn_on_write(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
-    conn_pump(io->data);
+    conn *c = io->data;
+    conn_pump(c);
+    conn_release(c);
 }
 
 void conn_shutdown(conn *c)
@@ -389,4 +398,5 @@ void conn_shutdown(conn *c)
         (void)n; /* best effort: the server is going away */
     }
     conn_close(c);
+    conn_release(c);
 }

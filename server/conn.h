@@ -55,10 +55,13 @@ void conn_ready(conn *c);
 /* Resumes a ready connection: writes, executes buffered requests. */
 void conn_resume(conn *c);
 
-/* Closes the socket now, dropping unwritten replies. */
+/* Closes the socket now, dropping unwritten replies. The connection
+ * stays allocated: the loop's entry points call conn_release() when they
+ * are done with it. */
 void conn_close(conn *c);
 
-/* Frees a closed connection once nothing refers to it any more. */
+/* Frees c if it is closed and nothing refers to it any more (no engine
+ * call pending, not queued to be resumed); otherwise does nothing. */
 void conn_release(conn *c);
 
 /* Makes a best effort to write what is queued, then closes (shutdown). */

@@ -20,10 +20,8 @@ static void worker_resume_ready(worker *w)
         conn *c = w->ready;
         w->ready = c->next_ready;
         c->in_ready = false;
-        if (c->dead)
-            conn_release(c);
-        else
-            conn_resume(c);
+        conn_resume(c);
+        conn_release(c);
     }
 }
 
