@@ -215,6 +215,36 @@ static void ghost_remember(mem *m, mem_shard *sh, const struct tc_item *it)
 
 enum { SMALL_NONE, SMALL_MOVED, SMALL_FREED };
 
+#define SMALL_POS_UNKNOWN UINT32_MAX
+
+/*
+ * The S3-FIFO decision for an item that has just left the small FIFO: read
+ * again while there, it stays, in main, with a clean count (SMALL_MOVED);
+ * otherwise it is evicted and its key remembered in the ghost, or, expired,
+ * reclaimed (SMALL_FREED). pos is its slot, or SMALL_POS_UNKNOWN.
+ */
+static int small_exit(mem *m, mem_shard *sh, struct tc_item *it, uint32_t now,
+                      uint32_t pos)
+{
+    bool expired = item_expired(it, now);
+    if (!expired && (it->bits & ITEM_FREQ_MASK) != 0) {
+        it->bits &= (uint8_t)~ITEM_FREQ_MASK;
+        return SMALL_MOVED;
+    }
+    if (pos == SMALL_POS_UNKNOWN && !mem_table_find_ptr(m, sh, it, &pos)) {
+        /* Unreachable: a linked item is in the table. Keep it in main. */
+        return SMALL_MOVED;
+    }
+    if (expired) {
+        sh->st.reclaimed++;
+    } else {
+        ghost_remember(m, sh, it);
+        sh->st.evictions++;
+    }
+    mem_unlink_at(m, sh, it, pos);
+    return SMALL_FREED;
+}
+
 /*
  * Takes the next fill item out of the small FIFO, found by a hand of its
  * own over the table (fill items are the oldest of the small FIFO, in no
@@ -234,20 +264,10 @@ static int evict_fill(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
             continue;
         }
         evict_leave_small(sh, it);
-        bool expired = item_expired(it, now);
-        if (!expired && (it->bits & ITEM_FREQ_MASK) != 0) {
-            it->bits &= (uint8_t)~ITEM_FREQ_MASK;
+        int r = small_exit(m, sh, it, now, sh->fill_hand);
+        if (r == SMALL_MOVED)
             sh->fill_hand++;
-            return SMALL_MOVED;
-        }
-        if (expired) {
-            sh->st.reclaimed++;
-        } else {
-            ghost_remember(m, sh, it);
-            sh->st.evictions++;
-        }
-        mem_unlink_at(m, sh, it, sh->fill_hand);
-        return SMALL_FREED;
+        return r;
     }
     return SMALL_NONE;
 }
@@ -257,7 +277,6 @@ static int evict_fill(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
 static int evict_small(mem *m, mem_shard *sh, uint32_t now)
 {
     struct tc_item *it = ring_pop(sh);
-    uint32_t pos;
 
     if (it == NULL)
         return SMALL_NONE; /* only holes were left */
@@ -269,23 +288,7 @@ static int evict_small(mem *m, mem_shard *sh, uint32_t now)
     /* A ring item (ring_pop cleared ITEM_RING): no fill counts to mend. */
     it->bits &= (uint8_t)~ITEM_SMALL;
     sh->small_count--;
-    bool expired = item_expired(it, now);
-    if (!expired && (it->bits & ITEM_FREQ_MASK) != 0) {
-        it->bits &= (uint8_t)~ITEM_FREQ_MASK;
-        return SMALL_MOVED;
-    }
-    if (!mem_table_find_ptr(m, sh, it, &pos)) {
-        /* Unreachable: a linked item is in the table. Keep it in main. */
-        return SMALL_MOVED;
-    }
-    if (expired) {
-        sh->st.reclaimed++;
-    } else {
-        ghost_remember(m, sh, it);
-        sh->st.evictions++;
-    }
-    mem_unlink_at(m, sh, it, pos);
-    return SMALL_FREED;
+    return small_exit(m, sh, it, now, SMALL_POS_UNKNOWN);
 }
 
 /* Moves the CLOCK hand over main until it evicts one item. */
