@@ -64,7 +64,12 @@ extern "C" {
     X(ENOMEM, -5, "out of memory")                                         \
     X(EINVAL, -6, "invalid argument")                                      \
     X(ENONNUMERIC, -7, "the value is not a decimal number")                \
-    X(EKEY, -8, "the key is empty or longer than 250 bytes")
+    X(EKEY, -8, "the key is empty or longer than 250 bytes")              \
+    X(EIO, -9, "input/output error on the data directory")                 \
+    X(ENOSPC, -10, "no space left for the data")                           \
+    X(EBUSY, -11, "the data directory is in use by another process")       \
+    X(EFORMAT, -12, "the data directory has another format version")       \
+    X(ECORRUPT, -13, "stored data failed its checks")
 
 typedef enum tc_status {
 #define TC_STATUS_ENUM_(name, value, text) TC_##name = (value),

@@ -1,0 +1,434 @@
+/*
+ * idx.c - the LMDB index (see idx.h).
+ *
+ * Values are fixed little-endian records so the file reads the same on
+ * any host: idx_loc in 48 bytes, idx_meta under one key "state" in 64.
+ * LMDB does its own file I/O: the power-cut test layer of io.h does not
+ * see it, which is why commits here are synchronous (what LMDB says is
+ * committed is on stable storage, so a simulated cut has nothing of it to
+ * undo). The environment is opened with MDB_NOTLS (a read transaction is owned
+ * by an idx_reader, not by a thread) and MDB_NORDAHEAD (lookups are
+ * random; read-ahead would fill the page cache with neighbours).
+ */
+#include "idx.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+
+#define IDX_LOC_SIZE 48
+#define IDX_META_SIZE 64
+#define IDX_MAX_READERS 512
+
+struct idx {
+    MDB_env *env;
+    MDB_dbi keys;
+    MDB_dbi meta;
+    MDB_txn *wtxn;
+    char path[4096];
+};
+
+struct idx_reader {
+    idx *x;
+    MDB_txn *txn;
+    bool active;
+};
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void loc_encode(const idx_loc *l, unsigned char out[IDX_LOC_SIZE])
+{
+    memset(out, 0, IDX_LOC_SIZE);
+    put64(out, l->seg);
+    put32(out + 8, l->off);
+    put32(out + 12, l->len);
+    put64(out + 16, l->lsn);
+    put64(out + 24, l->cas);
+    put32(out + 32, l->flags);
+    put32(out + 36, l->exptime);
+    put32(out + 40, l->raw_len);
+    out[44] = l->codec;
+}
+
+static bool loc_decode(const MDB_val *v, idx_loc *l)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size != IDX_LOC_SIZE)
+        return false;
+    l->seg = get64(p);
+    l->off = get32(p + 8);
+    l->len = get32(p + 12);
+    l->lsn = get64(p + 16);
+    l->cas = get64(p + 24);
+    l->flags = get32(p + 32);
+    l->exptime = get32(p + 36);
+    l->raw_len = get32(p + 40);
+    l->codec = p[44];
+    return true;
+}
+
+static void meta_encode(const idx_meta *m, unsigned char out[IDX_META_SIZE])
+{
+    memset(out, 0, IDX_META_SIZE);
+    put32(out, m->format);
+    put64(out + 8, m->checkpoint_lsn);
+    put64(out + 16, m->next_seg);
+    put64(out + 24, m->next_off);
+    put64(out + 32, m->cas_ceiling);
+    put64(out + 40, m->flush_lsn);
+    put64(out + 48, (uint64_t)m->flush_at);
+}
+
+static bool meta_decode(const MDB_val *v, idx_meta *m)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < 8)
+        return false;
+    m->format = get32(p);
+    if (m->format != IDX_FORMAT || v->mv_size != IDX_META_SIZE)
+        return true; /* the caller refuses the format */
+    m->checkpoint_lsn = get64(p + 8);
+    m->next_seg = get64(p + 16);
+    m->next_off = get64(p + 24);
+    m->cas_ceiling = get64(p + 32);
+    m->flush_lsn = get64(p + 40);
+    m->flush_at = (int64_t)get64(p + 48);
+    return true;
+}
+
+static tc_status idx_err(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return TC_OK;
+    case MDB_NOTFOUND:
+        return TC_ENOTFOUND;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+    case ENOSPC:
+        return TC_ENOSPC;
+    case ENOMEM:
+        return TC_ENOMEM;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+        return TC_ECORRUPT;
+    default:
+        return TC_EIO;
+    }
+}
+
+/* The one key of the meta database (a fresh MDB_val each time: LMDB
+ * takes them as non-const). */
+static MDB_val meta_key(void)
+{
+    MDB_val k = {5, (void *)"state"};
+    return k;
+}
+
+/* Reads the stored state, or writes a fresh one into a new index. */
+static tc_status idx_load_meta(idx *x, idx_meta *meta)
+{
+    MDB_txn *txn;
+    MDB_val v, mk = meta_key();
+    int rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+    if (rc != 0)
+        return idx_err(rc);
+    rc = mdb_get(txn, x->meta, &mk, &v);
+    if (rc == MDB_NOTFOUND) {
+        memset(meta, 0, sizeof(*meta));
+        meta->format = IDX_FORMAT;
+        unsigned char buf[IDX_META_SIZE];
+        meta_encode(meta, buf);
+        MDB_val nv = {sizeof(buf), buf};
+        rc = mdb_put(txn, x->meta, &mk, &nv, 0);
+        if (rc == 0)
+            return idx_err(mdb_txn_commit(txn));
+        mdb_txn_abort(txn);
+        return idx_err(rc);
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return idx_err(rc);
+    }
+    memset(meta, 0, sizeof(*meta));
+    bool ok = meta_decode(&v, meta);
+    mdb_txn_abort(txn);
+    if (!ok)
+        return TC_ECORRUPT;
+    return meta->format == IDX_FORMAT ? TC_OK : TC_EFORMAT;
+}
+
+tc_status idx_open(const char *dir, size_t map_size, idx **out,
+                   idx_meta *meta, char *why, size_t why_len)
+{
+    tc_status st = TC_ENOMEM;
+    int rc = 0;
+    *out = NULL;
+    idx *x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        goto fail;
+    snprintf(x->path, sizeof(x->path), "%s/index", dir);
+    bool created = mkdir(x->path, 0755) == 0;
+    if (!created && errno != EEXIST) {
+        snprintf(why, why_len, "cannot create %s: %s", x->path,
+                 strerror(errno));
+        st = TC_EIO;
+        goto fail;
+    }
+    if ((rc = mdb_env_create(&x->env)) != 0 ||
+        (rc = mdb_env_set_mapsize(x->env, map_size)) != 0 ||
+        (rc = mdb_env_set_maxdbs(x->env, 4)) != 0 ||
+        (rc = mdb_env_set_maxreaders(x->env, IDX_MAX_READERS)) != 0 ||
+        (rc = mdb_env_open(x->env, x->path, MDB_NOTLS | MDB_NORDAHEAD,
+                           0644)) != 0) {
+        snprintf(why, why_len, "LMDB environment %s: %s", x->path,
+                 mdb_strerror(rc));
+        st = idx_err(rc);
+        goto fail;
+    }
+    int dead = 0;
+    mdb_reader_check(x->env, &dead);
+    if (created) {
+        /* LMDB never fsyncs the directory of the files it created. */
+        int dfd = open(x->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(x->env, NULL, 0, &txn)) != 0) {
+        st = idx_err(rc);
+        goto fail;
+    }
+    if ((rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &x->keys)) != 0 ||
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &x->meta)) != 0) {
+        mdb_txn_abort(txn);
+        snprintf(why, why_len, "LMDB databases: %s", mdb_strerror(rc));
+        st = idx_err(rc);
+        goto fail;
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0) {
+        st = idx_err(rc);
+        goto fail;
+    }
+    st = idx_load_meta(x, meta);
+    if (st == TC_EFORMAT) {
+        snprintf(why, why_len, "index format %u, this build reads %u",
+                 meta->format, IDX_FORMAT);
+        goto fail;
+    }
+    if (st != TC_OK) {
+        snprintf(why, why_len, "index state: %s", tc_strerror(st));
+        goto fail;
+    }
+    *out = x;
+    return TC_OK;
+fail:
+    if (x != NULL && x->env != NULL)
+        mdb_env_close(x->env);
+    free(x);
+    return st;
+}
+
+void idx_close(idx **xp)
+{
+    idx *x = *xp;
+    if (x == NULL)
+        return;
+    if (x->wtxn != NULL)
+        mdb_txn_abort(x->wtxn);
+    mdb_env_close(x->env);
+    free(x);
+    *xp = NULL;
+}
+
+tc_status idx_begin(idx *x)
+{
+    return idx_err(mdb_txn_begin(x->env, NULL, 0, &x->wtxn));
+}
+
+tc_status idx_get_w(idx *x, const void *key, size_t klen, idx_loc *loc)
+{
+    MDB_val k = {klen, (void *)key}, v;
+    int rc = mdb_get(x->wtxn, x->keys, &k, &v);
+    if (rc != 0)
+        return idx_err(rc);
+    return loc_decode(&v, loc) ? TC_OK : TC_ECORRUPT;
+}
+
+tc_status idx_put(idx *x, const void *key, size_t klen, const idx_loc *loc,
+                  idx_loc *old, bool *had_old)
+{
+    if (old != NULL)
+        *had_old = idx_get_w(x, key, klen, old) == TC_OK;
+    unsigned char buf[IDX_LOC_SIZE];
+    loc_encode(loc, buf);
+    MDB_val k = {klen, (void *)key}, v = {sizeof(buf), buf};
+    return idx_err(mdb_put(x->wtxn, x->keys, &k, &v, 0));
+}
+
+tc_status idx_del(idx *x, const void *key, size_t klen, idx_loc *old)
+{
+    if (old != NULL) {
+        tc_status st = idx_get_w(x, key, klen, old);
+        if (st != TC_OK)
+            return st;
+    }
+    MDB_val k = {klen, (void *)key};
+    return idx_err(mdb_del(x->wtxn, x->keys, &k, NULL));
+}
+
+tc_status idx_set_meta(idx *x, const idx_meta *m)
+{
+    unsigned char buf[IDX_META_SIZE];
+    meta_encode(m, buf);
+    MDB_val k = meta_key(), v = {sizeof(buf), buf};
+    return idx_err(mdb_put(x->wtxn, x->meta, &k, &v, 0));
+}
+
+tc_status idx_commit(idx *x)
+{
+    int rc = mdb_txn_commit(x->wtxn);
+    x->wtxn = NULL;
+    return idx_err(rc);
+}
+
+void idx_abort(idx *x)
+{
+    if (x->wtxn != NULL)
+        mdb_txn_abort(x->wtxn);
+    x->wtxn = NULL;
+}
+
+tc_status idx_scan(idx *x, idx_scan_fn fn, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return idx_err(rc);
+    rc = mdb_cursor_open(txn, x->keys, &cur);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return idx_err(rc);
+    }
+    tc_status st = TC_OK;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        idx_loc loc;
+        if (!loc_decode(&v, &loc)) {
+            st = TC_ECORRUPT;
+            break;
+        }
+        if (!fn(arg, k.mv_data, k.mv_size, &loc))
+            break;
+    }
+    if (st == TC_OK && rc != 0 && rc != MDB_NOTFOUND)
+        st = idx_err(rc);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return st;
+}
+
+tc_status idx_reader_new(idx *x, idx_reader **out)
+{
+    idx_reader *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return TC_ENOMEM;
+    r->x = x;
+    int rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &r->txn);
+    if (rc != 0) {
+        free(r);
+        return idx_err(rc);
+    }
+    mdb_txn_reset(r->txn);
+    *out = r;
+    return TC_OK;
+}
+
+void idx_reader_free(idx_reader **rp)
+{
+    idx_reader *r = *rp;
+    if (r == NULL)
+        return;
+    mdb_txn_abort(r->txn);
+    free(r);
+    *rp = NULL;
+}
+
+tc_status idx_lookup(idx_reader *r, const void *key, size_t klen,
+                     idx_loc *loc)
+{
+    if (!r->active) {
+        int rc = mdb_txn_renew(r->txn);
+        if (rc != 0)
+            return idx_err(rc);
+        r->active = true;
+    }
+    MDB_val k = {klen, (void *)key}, v;
+    int rc = mdb_get(r->txn, r->x->keys, &k, &v);
+    if (rc != 0)
+        return idx_err(rc);
+    return loc_decode(&v, loc) ? TC_OK : TC_ECORRUPT;
+}
+
+void idx_reader_reset(idx_reader *r)
+{
+    if (r->active) {
+        mdb_txn_reset(r->txn);
+        r->active = false;
+    }
+}
+
+uint64_t idx_count(idx *x)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    if (mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn) != 0)
+        return 0;
+    int rc = mdb_stat(txn, x->keys, &st);
+    mdb_txn_abort(txn);
+    return rc == 0 ? st.ms_entries : 0;
+}
+
+uint64_t idx_file_bytes(idx *x)
+{
+    char p[4200];
+    struct stat sb;
+    snprintf(p, sizeof(p), "%s/data.mdb", x->path);
+    return stat(p, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
