@@ -1,42 +1,59 @@
 /*
  * ctx.c - the asynchronous per-thread form of the engine API.
  *
- * A context owns an eventfd and a queue of completions. Operations that
- * can be answered at once call their callback before returning (TC_OK);
- * the others queue a completion and return TC_PENDING, and whoever
- * finishes the work (today only debug_defer mode; the disk tier later)
- * pushes the completion and signals the eventfd. tc_ctx_run() on the
- * owning thread runs the callbacks.
- *
- * The queue is a mutex-guarded list because completions may be pushed
- * from other threads; the eventfd is written only when the queue turns
- * non-empty, so a burst of completions costs one wakeup.
+ * A context owns an eventfd and a queue of jobs. The common call answers
+ * at once: the operation runs against the memory tier and the callback is
+ * called before the call returns (a get hit's callback runs under the
+ * shard lock and writes its reply straight from the item). A call that
+ * cannot answer at once becomes a job:
+ *   - the key is only on disk (MEM_ON_DISK): the job asks the disk tier
+ *     to load it; the load's completion, on a reader thread, queues the
+ *     job back here; tc_ctx_run() then answers a get with the value read,
+ *     or runs any other operation again (the key is in memory now);
+ *   - sync durability: the job waits for its record's wake; whichever of
+ *     the call's return and the wake comes last queues it to be answered;
+ *   - debug_defer: every job is answered through the queue.
+ * Jobs are queued from other threads under a mutex; the eventfd is written
+ * only when the queue turns non-empty, so a burst costs one wakeup.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "engine_int.h"
 #include "item.h"
 
-typedef struct ctx_done {
-    struct ctx_done *next;
+#define CTX_LOAD_TRIES 3
+
+enum { JOB_ANSWER, JOB_LOADED };
+
+typedef struct ctx_job {
+    struct ctx_job *next;
+    tc_ctx *ctx;
     tc_done_fn fn;
     void *arg;
-    tc_status status;
-    tc_item *item; /* a reference, for get hits */
-    uint64_t cas;
-    uint64_t number;
-} ctx_done;
+    engine_op op;
+    char key[TC_KEY_MAX];
+    void *value;         /* a copy of a store's value, for a second run */
+    int stage;           /* what tc_ctx_run does with the job */
+    unsigned tries;
+    bool disk_checked;
+    tc_status load_st;
+    tc_item *item;       /* the answer's item, or what a load read */
+    tc_result res;
+    _Atomic int waits;   /* sync durability: the return and the wake */
+    tc_status wake_st;
+} ctx_job;
 
 struct tc_ctx {
     tc_engine *e;
     int efd;
     pthread_mutex_t lock;
-    ctx_done *head;
-    ctx_done *tail;
+    ctx_job *head;
+    ctx_job *tail;
 };
 
 tc_status tc_ctx_new(tc_engine *e, tc_ctx **out)
@@ -57,16 +74,22 @@ tc_status tc_ctx_new(tc_engine *e, tc_ctx **out)
     return TC_OK;
 }
 
+static void job_free(ctx_job *j)
+{
+    tc_item_release(j->item);
+    free(j->value);
+    free(j);
+}
+
 void tc_ctx_free(tc_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    ctx_done *d = ctx->head;
-    while (d != NULL) {
-        ctx_done *next = d->next;
-        tc_item_release(d->item);
-        free(d);
-        d = next;
+    ctx_job *j = ctx->head;
+    while (j != NULL) {
+        ctx_job *next = j->next;
+        job_free(j);
+        j = next;
     }
     close(ctx->efd);
     pthread_mutex_destroy(&ctx->lock);
@@ -78,16 +101,18 @@ int tc_ctx_fd(const tc_ctx *ctx)
     return ctx->efd;
 }
 
-static void ctx_push(tc_ctx *ctx, ctx_done *d)
+/* Queues a job to be run by tc_ctx_run (any thread). */
+static void ctx_push(ctx_job *j)
 {
-    d->next = NULL;
+    tc_ctx *ctx = j->ctx;
+    j->next = NULL;
     pthread_mutex_lock(&ctx->lock);
     bool was_empty = ctx->head == NULL;
     if (was_empty)
-        ctx->head = d;
+        ctx->head = j;
     else
-        ctx->tail->next = d;
-    ctx->tail = d;
+        ctx->tail->next = j;
+    ctx->tail = j;
     pthread_mutex_unlock(&ctx->lock);
     if (was_empty) {
         uint64_t one = 1;
@@ -97,6 +122,143 @@ static void ctx_push(tc_ctx *ctx, ctx_done *d)
     }
 }
 
+/* Calls the job's callback with its result and frees it. */
+static void job_answer(ctx_job *j)
+{
+    tc_view view;
+    if (j->item != NULL && j->res.status == TC_OK) {
+        tc_item_view(j->item, &view);
+        j->res.view = &view;
+    } else {
+        j->res.view = NULL;
+    }
+    j->fn(j->arg, &j->res);
+    job_free(j);
+}
+
+static ctx_job *job_new(tc_ctx *ctx, const engine_op *op, tc_done_fn fn,
+                        void *arg)
+{
+    ctx_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return NULL;
+    j->ctx = ctx;
+    j->fn = fn;
+    j->arg = arg;
+    j->op = *op;
+    memcpy(j->key, op->key, op->klen);
+    j->op.key = j->key;
+    atomic_init(&j->waits, 0);
+    return j;
+}
+
+/* Keeps a store's value for a second run (the caller's buffer goes). */
+static bool job_keep_value(ctx_job *j)
+{
+    if (j->op.kind != OP_STORE || j->value != NULL || j->op.vlen == 0)
+        return true;
+    j->value = malloc(j->op.vlen);
+    if (j->value == NULL)
+        return false;
+    memcpy(j->value, j->op.value, j->op.vlen);
+    j->op.value = j->value;
+    return true;
+}
+
+static void job_wait_done(ctx_job *j)
+{
+    if (atomic_fetch_sub(&j->waits, 1) == 1) {
+        if (j->wake_st != TC_OK && j->res.status == TC_OK)
+            j->res.status = j->wake_st;
+        j->stage = JOB_ANSWER;
+        ctx_push(j);
+    }
+}
+
+static void job_on_wake(void *arg, tc_status st)
+{
+    ctx_job *j = arg;
+    j->wake_st = st;
+    job_wait_done(j);
+}
+
+static void job_on_load(void *arg, tc_status st, struct tc_item *it)
+{
+    ctx_job *j = arg;
+    j->load_st = st;
+    j->item = it;
+    j->stage = JOB_LOADED;
+    ctx_push(j);
+}
+
+static void job_take_ref(void *arg, struct tc_item *it)
+{
+    ctx_job *j = arg;
+    j->item = tc_item_ref(it);
+}
+
+/*
+ * Runs a job's operation. Returns TC_PENDING when it waits for the disk
+ * tier (it is queued back later), else TC_OK: the result is in j->res and
+ * the caller answers it.
+ */
+static tc_status job_run(ctx_job *j)
+{
+    tc_engine *e = j->ctx->e;
+    mem_opt o = {.disk_checked = j->disk_checked};
+    bool sync = e->dk != NULL && disk_durability(e->dk) == TC_DURABILITY_SYNC;
+    if (sync) {
+        /* Two events end the wait: this run returning, and the wake. */
+        atomic_store(&j->waits, 2);
+        o.wake = job_on_wake;
+        o.wake_arg = j;
+    }
+    tc_item_release(j->item);
+    j->item = NULL;
+    tc_status st = engine_run(e, &j->op, engine_now(e), &o, job_take_ref, j,
+                              &j->res);
+    if (st == MEM_ON_DISK) {
+        if (!job_keep_value(j)) {
+            j->res.status = TC_ENOMEM;
+            return TC_OK;
+        }
+        j->tries++;
+        disk_load(e->dk, j->op.h, j->op.key, j->op.klen, job_on_load, j);
+        return TC_PENDING;
+    }
+    if ((j->op.kind == OP_GET || j->op.kind == OP_GAT) && st == TC_OK &&
+        j->item == NULL)
+        j->res.status = TC_ENOMEM;
+    if (o.logged && sync) {
+        job_wait_done(j);
+        return TC_PENDING;
+    }
+    return TC_OK;
+}
+
+/* A load completed: answer a get with what it read, or run again. */
+static void job_loaded(ctx_job *j)
+{
+    tc_engine *e = j->ctx->e;
+    if (j->op.kind == OP_GET) {
+        /* The value read (whether it stayed in memory or not), or its
+         * absence, as of the load. */
+        engine_count_disk_get(e, j->load_st == TC_OK);
+        j->res.status = j->load_st;
+        job_answer(j);
+        return;
+    }
+    if (j->load_st != TC_OK && j->load_st != TC_ENOTFOUND) {
+        j->res.status = j->load_st;
+        job_answer(j);
+        return;
+    }
+    j->disk_checked = j->load_st == TC_ENOTFOUND ||
+                      j->tries >= CTX_LOAD_TRIES;
+    if (job_run(j) == TC_OK)
+        job_answer(j);
+}
+
 unsigned tc_ctx_run(tc_ctx *ctx)
 {
     uint64_t v;
@@ -104,122 +266,120 @@ unsigned tc_ctx_run(tc_ctx *ctx)
     (void)n; /* EAGAIN when there was no wakeup: the list decides */
 
     pthread_mutex_lock(&ctx->lock);
-    ctx_done *d = ctx->head;
+    ctx_job *j = ctx->head;
     ctx->head = ctx->tail = NULL;
     pthread_mutex_unlock(&ctx->lock);
 
     unsigned ran = 0;
-    while (d != NULL) {
-        ctx_done *next = d->next;
-        tc_view view;
-        tc_result r = {
-            .status = d->status,
-            .view = NULL,
-            .cas = d->cas,
-            .number = d->number,
-        };
-        if (d->item != NULL) {
-            tc_item_view(d->item, &view);
-            r.view = &view;
-        }
-        d->fn(d->arg, &r);
-        tc_item_release(d->item);
-        free(d);
-        d = next;
+    while (j != NULL) {
+        ctx_job *next = j->next;
+        if (j->stage == JOB_LOADED)
+            job_loaded(j);
+        else
+            job_answer(j);
+        j = next;
         ran++;
     }
     return ran;
 }
 
 /*
- * Delivers a result: now, or through the queue in debug_defer mode. item
- * is a reference the completion takes over (get hits in defer mode).
+ * Starts an operation as a job (the slow path, or every call under
+ * debug_defer): TC_PENDING, or TC_OK with the callback already called.
  */
-static tc_status ctx_finish(tc_ctx *ctx, tc_done_fn fn, void *arg,
-                            const tc_result *r, tc_item *item)
+static tc_status ctx_job_start(tc_ctx *ctx, const engine_op *op,
+                               tc_done_fn fn, void *arg)
 {
+    ctx_job *j = job_new(ctx, op, fn, arg);
+    if (j == NULL) {
+        tc_result r = {.status = TC_ENOMEM};
+        fn(arg, &r);
+        return TC_OK;
+    }
+    if (job_run(j) == TC_PENDING)
+        return TC_PENDING;
     if (ctx->e->cfg.debug_defer) {
-        ctx_done *d = malloc(sizeof(*d));
-        if (d != NULL) {
-            d->fn = fn;
-            d->arg = arg;
-            d->status = r->status;
-            d->item = item;
-            d->cas = r->cas;
-            d->number = r->number;
-            ctx_push(ctx, d);
-            return TC_PENDING;
-        }
-        /* No memory to defer: deliver now, which is always correct. */
+        j->stage = JOB_ANSWER;
+        ctx_push(j);
+        return TC_PENDING;
     }
-    tc_view view;
-    tc_result now = *r;
-    if (item != NULL) {
-        tc_item_view(item, &view);
-        now.view = &view;
-    }
-    fn(arg, &now);
-    tc_item_release(item);
+    job_answer(j);
     return TC_OK;
 }
 
-static tc_status ctx_status(tc_ctx *ctx, tc_done_fn fn, void *arg,
-                            tc_status st)
-{
-    tc_result r = {.status = st};
-    return ctx_finish(ctx, fn, arg, &r, NULL);
-}
-
-typedef struct ctx_get {
-    tc_ctx *ctx;
+/* The visitor of the fast path: answers a hit under the shard lock. */
+typedef struct ctx_visit_arg {
     tc_done_fn fn;
     void *arg;
-    bool defer;
-    tc_item *ref;
-} ctx_get;
+} ctx_visit_arg;
 
 static void ctx_visit(void *a, struct tc_item *it)
 {
-    ctx_get *g = a;
-    if (g->defer) {
-        g->ref = tc_item_ref(it);
-        return;
-    }
+    ctx_visit_arg *c = a;
     tc_view view;
     tc_item_view(it, &view);
     tc_result r = {.status = TC_OK, .view = &view};
-    g->fn(g->arg, &r);
+    c->fn(c->arg, &r);
 }
 
-static tc_status ctx_lookup(tc_ctx *ctx, const void *key, size_t klen,
-                            uint64_t touch, tc_done_fn fn, void *arg)
+/* Runs op on the fast path: answered at once unless it needs the disk
+ * tier or sync durability, which make it a job. */
+static tc_status ctx_start(tc_ctx *ctx, engine_op *op, tc_done_fn fn,
+                           void *arg)
 {
     tc_engine *e = ctx->e;
-    if (!engine_key_ok(klen))
-        return ctx_status(ctx, fn, arg, TC_EKEY);
-    uint32_t now = engine_now(e);
-    ctx_get g = {ctx, fn, arg, e->cfg.debug_defer != 0, NULL};
-    tc_status st = mem_get(e->mem, mem_hash(e->mem, key, klen), key, klen,
-                           now, touch, ctx_visit, &g);
-    if (st == TC_OK && !g.defer)
-        return TC_OK; /* the callback ran under the shard lock */
-    if (st == TC_OK && g.ref == NULL)
-        st = TC_ENOMEM;
-    tc_result r = {.status = st};
-    return ctx_finish(ctx, fn, arg, &r, g.ref);
+    bool read = op->kind == OP_GET || op->kind == OP_GAT;
+    if (e->cfg.debug_defer ||
+        (!read && e->dk != NULL &&
+         disk_durability(e->dk) == TC_DURABILITY_SYNC))
+        return ctx_job_start(ctx, op, fn, arg);
+    tc_result r;
+    mem_opt o = {0};
+    ctx_visit_arg va = {fn, arg};
+    tc_status st = engine_run(e, op, engine_now(e), &o, ctx_visit, &va, &r);
+    if (st == MEM_ON_DISK)
+        return ctx_job_start(ctx, op, fn, arg);
+    if (!(read && st == TC_OK)) /* a hit was answered by ctx_visit */
+        fn(arg, &r);
+    return TC_OK;
+}
+
+static tc_status ctx_bad_key(tc_done_fn fn, void *arg)
+{
+    tc_result r = {.status = TC_EKEY};
+    fn(arg, &r);
+    return TC_OK;
+}
+
+static void ctx_op(tc_ctx *ctx, engine_op *op, engine_opk kind,
+                   const void *key, size_t klen)
+{
+    memset(op, 0, sizeof(*op));
+    op->kind = kind;
+    op->key = key;
+    op->klen = klen;
+    op->h = mem_hash(ctx->e->mem, key, klen);
 }
 
 tc_status tc_ctx_get(tc_ctx *ctx, const void *key, size_t klen, tc_done_fn fn,
                      void *arg)
 {
-    return ctx_lookup(ctx, key, klen, MEM_NO_TOUCH, fn, arg);
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(fn, arg);
+    ctx_op(ctx, &op, OP_GET, key, klen);
+    return ctx_start(ctx, &op, fn, arg);
 }
 
 tc_status tc_ctx_gat(tc_ctx *ctx, const void *key, size_t klen,
                      int64_t exptime, tc_done_fn fn, void *arg)
 {
-    uint32_t t = engine_exptime(exptime, engine_now(ctx->e));
-    return ctx_lookup(ctx, key, klen, t, fn, arg);
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(fn, arg);
+    ctx_op(ctx, &op, OP_GAT, key, klen);
+    op.exptime = engine_exptime(exptime, engine_now(ctx->e));
+    return ctx_start(ctx, &op, fn, arg);
 }
 
 tc_status tc_ctx_store(tc_ctx *ctx, tc_store_mode mode, const void *key,
@@ -227,29 +387,48 @@ tc_status tc_ctx_store(tc_ctx *ctx, tc_store_mode mode, const void *key,
                        uint32_t flags, int64_t exptime, uint64_t cas,
                        tc_done_fn fn, void *arg)
 {
-    tc_result r = {.status = TC_OK};
-    r.status = tc_store(ctx->e, mode, key, klen, value, vlen, flags, exptime,
-                        cas, &r.cas);
-    return ctx_finish(ctx, fn, arg, &r, NULL);
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(fn, arg);
+    ctx_op(ctx, &op, OP_STORE, key, klen);
+    op.mode = mode;
+    op.value = value;
+    op.vlen = vlen;
+    op.flags = flags;
+    op.exptime = engine_exptime(exptime, engine_now(ctx->e));
+    op.cas = cas;
+    return ctx_start(ctx, &op, fn, arg);
 }
 
 tc_status tc_ctx_delete(tc_ctx *ctx, const void *key, size_t klen,
                         tc_done_fn fn, void *arg)
 {
-    return ctx_status(ctx, fn, arg, tc_delete(ctx->e, key, klen));
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(fn, arg);
+    ctx_op(ctx, &op, OP_DELETE, key, klen);
+    return ctx_start(ctx, &op, fn, arg);
 }
 
 tc_status tc_ctx_arith(tc_ctx *ctx, const void *key, size_t klen, int decr,
                        uint64_t delta, tc_done_fn fn, void *arg)
 {
-    tc_result r = {.status = TC_OK};
-    r.status = decr ? tc_decr(ctx->e, key, klen, delta, &r.number)
-                    : tc_incr(ctx->e, key, klen, delta, &r.number);
-    return ctx_finish(ctx, fn, arg, &r, NULL);
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(fn, arg);
+    ctx_op(ctx, &op, OP_ARITH, key, klen);
+    op.decr = decr;
+    op.delta = delta;
+    return ctx_start(ctx, &op, fn, arg);
 }
 
 tc_status tc_ctx_touch(tc_ctx *ctx, const void *key, size_t klen,
                        int64_t exptime, tc_done_fn fn, void *arg)
 {
-    return ctx_status(ctx, fn, arg, tc_touch(ctx->e, key, klen, exptime));
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(fn, arg);
+    ctx_op(ctx, &op, OP_TOUCH, key, klen);
+    op.exptime = engine_exptime(exptime, engine_now(ctx->e));
+    return ctx_start(ctx, &op, fn, arg);
 }

@@ -16,11 +16,14 @@
 
 #include "engine_int.h"
 #include "item.h"
+#include "seg.h"
 
 #define ENGINE_DEFAULT_MEM ((size_t)64 * 1024 * 1024)
 #define ENGINE_DEFAULT_ITEM ((size_t)1024 * 1024)
 #define ENGINE_ITEM_MAX ((size_t)1024 * 1024 * 1024)
 #define ENGINE_DEFAULT_SHARDS 64u
+#define ENGINE_DEFAULT_DISK ((uint64_t)1 << 30)
+#define ENGINE_COMPRESS_MIN 64
 #define ENGINE_REL_MAX 2592000 /* 30 days: larger expiry times are absolute */
 
 void tc_config_init(tc_config *cfg)
@@ -32,6 +35,12 @@ void tc_config_init(tc_config *cfg)
     cfg->clock = NULL;
     cfg->clock_arg = NULL;
     cfg->debug_defer = 0;
+    cfg->dir = NULL;
+    cfg->disk_size = ENGINE_DEFAULT_DISK;
+    cfg->durability = TC_DURABILITY_ASYNC;
+    cfg->flush_ms = 100;
+    cfg->compress_level = 1;
+    cfg->io_backend = NULL;
 }
 
 static uint64_t engine_seed(void)
@@ -45,6 +54,51 @@ static uint64_t engine_seed(void)
            ((uint64_t)getpid() << 16) ^ (uint64_t)(uintptr_t)&seed;
 }
 
+static uint32_t engine_clock(void *arg)
+{
+    return engine_now(arg);
+}
+
+static tc_status engine_open_disk(tc_engine *e)
+{
+    const tc_config *c = &e->cfg;
+    io_backend backend = IO_BACKEND_AUTO;
+    if (c->io_backend != NULL && strcmp(c->io_backend, "io_uring") == 0)
+        backend = IO_BACKEND_URING;
+    else if (c->io_backend != NULL && strcmp(c->io_backend, "threads") == 0)
+        backend = IO_BACKEND_THREADS;
+    else if (c->io_backend != NULL && strcmp(c->io_backend, "auto") != 0)
+        return TC_EINVAL;
+    /* What the journal may hold unindexed: pinned in memory meanwhile. */
+    size_t queue_max = c->mem_limit / 4;
+    if (queue_max > ((size_t)256 << 20))
+        queue_max = (size_t)256 << 20;
+    if (queue_max < 4 * c->item_size_max)
+        queue_max = 4 * c->item_size_max;
+    disk_config dc = {
+        .dir = c->dir,
+        .disk_size = c->disk_size,
+        .durability = c->durability,
+        .flush_ms = c->flush_ms,
+        .compress_level = c->compress_level,
+        .compress_min = ENGINE_COMPRESS_MIN,
+        .backend = backend,
+        .item_max = c->item_size_max,
+        .queue_max = queue_max,
+        .now = engine_clock,
+        .now_arg = e,
+    };
+    char why[512] = "";
+    tc_status st = disk_open(&dc, e->mem, &e->dk, &e->rec, why, sizeof(why));
+    if (st != TC_OK && c->errbuf != NULL && c->errbuf_len > 0)
+        snprintf(c->errbuf, c->errbuf_len, "%s", why);
+    else if (st == TC_OK) {
+        mem_set_disk(e->mem, e->dk);
+        atomic_store(&e->flush_at, disk_pending_flush(e->dk));
+    }
+    return st;
+}
+
 tc_status tc_open(const tc_config *cfg, tc_engine **out)
 {
     tc_config c = *cfg;
@@ -56,11 +110,18 @@ tc_status tc_open(const tc_config *cfg, tc_engine **out)
     if (c.mem_limit == 0 || c.item_size_max == 0 ||
         c.item_size_max > ENGINE_ITEM_MAX || c.item_size_max > c.mem_limit)
         return TC_EINVAL;
+    if (c.dir != NULL &&
+        ((unsigned)c.durability > TC_DURABILITY_NONE ||
+         c.disk_size < 4 * (uint64_t)c.item_size_max ||
+         c.compress_level < 0 || c.compress_level > 22))
+        return TC_EINVAL;
 
     tc_engine *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return TC_ENOMEM;
     e->cfg = c;
+    e->cfg.dir = NULL; /* set below to the engine's own copy */
+    e->cfg.io_backend = NULL;
     atomic_init(&e->flush_at, 0);
     pthread_mutex_init(&e->flush_lock, NULL);
     mem_config mc = {
@@ -70,9 +131,20 @@ tc_status tc_open(const tc_config *cfg, tc_engine **out)
         .seed = engine_seed(),
     };
     st = mem_new(&mc, &e->mem);
+    if (st == TC_OK && c.dir != NULL) {
+        e->dir_copy = strdup(c.dir);
+        e->backend_copy = c.io_backend != NULL ? strdup(c.io_backend) : NULL;
+        if (e->dir_copy == NULL ||
+            (c.io_backend != NULL && e->backend_copy == NULL)) {
+            st = TC_ENOMEM;
+        } else {
+            e->cfg.dir = e->dir_copy;
+            e->cfg.io_backend = e->backend_copy;
+            st = engine_open_disk(e);
+        }
+    }
     if (st != TC_OK) {
-        pthread_mutex_destroy(&e->flush_lock);
-        free(e);
+        tc_close(e);
         return st;
     }
     *out = e;
@@ -83,8 +155,12 @@ void tc_close(tc_engine *e)
 {
     if (e == NULL)
         return;
+    /* The disk tier first: its last records unpin items in memory. */
+    disk_close(&e->dk);
     mem_destroy(&e->mem);
     pthread_mutex_destroy(&e->flush_lock);
+    free(e->dir_copy);
+    free(e->backend_copy);
     free(e);
 }
 
@@ -96,11 +172,13 @@ void tc_close(tc_engine *e)
  * until it is complete, and flush_at reads 0 only after, so no call made
  * after the due time sees a shard the flush has not reached yet.
  */
+static void engine_flush_now(tc_engine *e, uint32_t now);
+
 static void engine_flush_due(tc_engine *e, int64_t at)
 {
     pthread_mutex_lock(&e->flush_lock);
     if (atomic_load(&e->flush_at) == at) {
-        mem_flush(e->mem);
+        engine_flush_now(e, (uint32_t)at);
         /* A flush requested meanwhile replaced this one: keep it. */
         atomic_compare_exchange_strong(&e->flush_at, &at, 0);
     }
@@ -136,26 +214,189 @@ uint32_t engine_exptime(int64_t exptime, uint32_t now)
     return exptime > UINT32_MAX ? UINT32_MAX : (uint32_t)exptime;
 }
 
+/* ---- running an operation ---- */
+
+tc_status engine_run(tc_engine *e, const engine_op *op, uint32_t now,
+                     mem_opt *o, mem_visit_fn visit, void *visit_arg,
+                     tc_result *res)
+{
+    mem *m = e->mem;
+    tc_status st;
+    res->view = NULL;
+    res->cas = 0;
+    res->number = 0;
+    switch (op->kind) {
+    case OP_GET:
+        st = mem_get(m, op->h, op->key, op->klen, now, MEM_NO_TOUCH, visit,
+                     visit_arg, o);
+        break;
+    case OP_GAT:
+        st = mem_get(m, op->h, op->key, op->klen, now, op->exptime, visit,
+                     visit_arg, o);
+        break;
+    case OP_STORE:
+        st = mem_store(m, op->h, op->mode, op->key, op->klen, op->value,
+                       op->vlen, op->flags, op->exptime, op->cas, now,
+                       &res->cas, o);
+        break;
+    case OP_DELETE:
+        st = mem_delete(m, op->h, op->key, op->klen, now, o);
+        break;
+    case OP_ARITH:
+        st = mem_arith(m, op->h, op->key, op->klen, op->decr, op->delta, now,
+                       &res->number, o);
+        break;
+    case OP_TOUCH:
+        st = mem_touch(m, op->h, op->key, op->klen, op->exptime, now, o);
+        break;
+    default:
+        st = TC_EINVAL;
+        break;
+    }
+    res->status = st;
+    return st;
+}
+
+int tc_congested(tc_engine *e)
+{
+    return e->dk != NULL && disk_congested(e->dk);
+}
+
+void engine_count_disk_get(tc_engine *e, bool hit)
+{
+    atomic_fetch_add_explicit(hit ? &e->disk_get_hits : &e->disk_get_misses,
+                              1, memory_order_relaxed);
+}
+
 /* ---- synchronous calls ---- */
+
+/* Where a synchronous call waits for the disk tier's threads. */
+typedef struct sync_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    tc_status st;
+    tc_item *item;
+} sync_wait;
+
+static void sync_wait_init(sync_wait *w)
+{
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    w->done = false;
+    w->st = TC_OK;
+    w->item = NULL;
+}
+
+static void sync_wait_destroy(sync_wait *w)
+{
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+}
+
+static void sync_signal(sync_wait *w, tc_status st, tc_item *it)
+{
+    pthread_mutex_lock(&w->lock);
+    w->st = st;
+    w->item = it;
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void sync_block(sync_wait *w)
+{
+    pthread_mutex_lock(&w->lock);
+    while (!w->done)
+        pthread_cond_wait(&w->cond, &w->lock);
+    w->done = false;
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void sync_on_load(void *arg, tc_status st, struct tc_item *it)
+{
+    sync_signal(arg, st, it);
+}
+
+static void sync_on_wake(void *arg, tc_status st)
+{
+    sync_signal(arg, st, NULL);
+}
 
 static void engine_take_ref(void *arg, struct tc_item *it)
 {
     *(tc_item **)arg = tc_item_ref(it);
 }
 
-static tc_status engine_lookup(tc_engine *e, const void *key, size_t klen,
-                               uint64_t touch_abs, tc_item **out)
+/*
+ * Runs op to its end on the calling thread: loads the key from disk when
+ * the memory tier asks (MEM_ON_DISK) and runs it again; waits for the
+ * record to be durable under sync durability. A get's hit is a reference
+ * in *item.
+ */
+static tc_status engine_sync(tc_engine *e, const engine_op *op,
+                             tc_item **item, tc_result *res)
 {
-    *out = NULL;
-    if (!engine_key_ok(klen))
-        return TC_EKEY;
-    uint32_t now = engine_now(e);
-    uint64_t h = mem_hash(e->mem, key, klen);
-    tc_status st = mem_get(e->mem, h, key, klen, now, touch_abs,
-                           engine_take_ref, out);
-    if (st == TC_OK && *out == NULL)
+    sync_wait w;
+    mem_opt o = {0};
+    tc_status st;
+    tc_item *got = NULL;
+
+    sync_wait_init(&w);
+    for (unsigned tries = 0;; tries++) {
+        uint32_t now = engine_now(e);
+        o.logged = false;
+        if (e->dk != NULL && disk_durability(e->dk) == TC_DURABILITY_SYNC) {
+            o.wake = sync_on_wake;
+            o.wake_arg = &w;
+        }
+        st = engine_run(e, op, now, &o, engine_take_ref, &got, res);
+        if (st != MEM_ON_DISK)
+            break;
+        disk_load(e->dk, op->h, op->key, op->klen, sync_on_load, &w);
+        sync_block(&w);
+        if (op->kind == OP_GET && w.st != TC_ENOTFOUND) {
+            /* The value read, whether or not it stayed in memory. */
+            st = res->status = w.st;
+            got = w.item;
+            engine_count_disk_get(e, w.st == TC_OK);
+            break;
+        }
+        tc_item_release(w.item);
+        if (w.st != TC_OK && w.st != TC_ENOTFOUND) {
+            st = res->status = w.st;
+            break;
+        }
+        /* Absent on disk, or loaded: decide from memory now (after a few
+         * rounds lost to eviction, from memory as it is). */
+        o.disk_checked = w.st == TC_ENOTFOUND || tries >= 3;
+        if (op->kind == OP_GET && o.disk_checked)
+            engine_count_disk_get(e, false);
+    }
+    if (st == TC_OK && o.logged && o.wake != NULL) {
+        sync_block(&w);
+        if (w.st != TC_OK)
+            st = res->status = w.st;
+    }
+    sync_wait_destroy(&w);
+    if (item != NULL)
+        *item = got;
+    else
+        tc_item_release(got);
+    if (st == TC_OK && (op->kind == OP_GET || op->kind == OP_GAT) &&
+        got == NULL)
         return TC_ENOMEM;
     return st;
+}
+
+static void engine_op_key(tc_engine *e, engine_op *op, engine_opk kind,
+                          const void *key, size_t klen)
+{
+    memset(op, 0, sizeof(*op));
+    op->kind = kind;
+    op->key = key;
+    op->klen = klen;
+    op->h = mem_hash(e->mem, key, klen);
 }
 
 void tc_prefetch(tc_engine *e, const void *key, size_t klen)
@@ -166,46 +407,73 @@ void tc_prefetch(tc_engine *e, const void *key, size_t klen)
 
 tc_status tc_get(tc_engine *e, const void *key, size_t klen, tc_item **out)
 {
-    return engine_lookup(e, key, klen, MEM_NO_TOUCH, out);
+    engine_op op;
+    tc_result res;
+    *out = NULL;
+    if (!engine_key_ok(klen))
+        return TC_EKEY;
+    engine_op_key(e, &op, OP_GET, key, klen);
+    return engine_sync(e, &op, out, &res);
 }
 
 tc_status tc_gat(tc_engine *e, const void *key, size_t klen, int64_t exptime,
                  tc_item **out)
 {
-    /* The clock is read twice (here and in the lookup); a second's step
-     * in between only moves the new expiry by that second. */
-    uint32_t t = engine_exptime(exptime, engine_now(e));
-    return engine_lookup(e, key, klen, t, out);
+    engine_op op;
+    tc_result res;
+    *out = NULL;
+    if (!engine_key_ok(klen))
+        return TC_EKEY;
+    engine_op_key(e, &op, OP_GAT, key, klen);
+    op.exptime = engine_exptime(exptime, engine_now(e));
+    return engine_sync(e, &op, out, &res);
 }
 
 tc_status tc_store(tc_engine *e, tc_store_mode mode, const void *key,
                    size_t klen, const void *value, size_t vlen, uint32_t flags,
                    int64_t exptime, uint64_t cas, uint64_t *cas_out)
 {
+    engine_op op;
+    tc_result res;
     if (!engine_key_ok(klen))
         return TC_EKEY;
-    uint32_t now = engine_now(e);
-    return mem_store(e->mem, mem_hash(e->mem, key, klen), mode, key, klen,
-                     value, vlen, flags, engine_exptime(exptime, now), cas,
-                     now, cas_out);
+    engine_op_key(e, &op, OP_STORE, key, klen);
+    op.mode = mode;
+    op.value = value;
+    op.vlen = vlen;
+    op.flags = flags;
+    op.exptime = engine_exptime(exptime, engine_now(e));
+    op.cas = cas;
+    tc_status st = engine_sync(e, &op, NULL, &res);
+    if (st == TC_OK && cas_out != NULL)
+        *cas_out = res.cas;
+    return st;
 }
 
 tc_status tc_delete(tc_engine *e, const void *key, size_t klen)
 {
+    engine_op op;
+    tc_result res;
     if (!engine_key_ok(klen))
         return TC_EKEY;
-    uint32_t now = engine_now(e);
-    return mem_delete(e->mem, mem_hash(e->mem, key, klen), key, klen, now);
+    engine_op_key(e, &op, OP_DELETE, key, klen);
+    return engine_sync(e, &op, NULL, &res);
 }
 
 static tc_status engine_arith(tc_engine *e, const void *key, size_t klen,
                               int decr, uint64_t delta, uint64_t *result)
 {
+    engine_op op;
+    tc_result res;
     if (!engine_key_ok(klen))
         return TC_EKEY;
-    uint32_t now = engine_now(e);
-    return mem_arith(e->mem, mem_hash(e->mem, key, klen), key, klen, decr,
-                     delta, now, result);
+    engine_op_key(e, &op, OP_ARITH, key, klen);
+    op.decr = decr;
+    op.delta = delta;
+    tc_status st = engine_sync(e, &op, NULL, &res);
+    if (st == TC_OK && result != NULL)
+        *result = res.number;
+    return st;
 }
 
 tc_status tc_incr(tc_engine *e, const void *key, size_t klen, uint64_t delta,
@@ -223,27 +491,39 @@ tc_status tc_decr(tc_engine *e, const void *key, size_t klen, uint64_t delta,
 tc_status tc_touch(tc_engine *e, const void *key, size_t klen,
                    int64_t exptime)
 {
+    engine_op op;
+    tc_result res;
     if (!engine_key_ok(klen))
         return TC_EKEY;
-    uint32_t now = engine_now(e);
-    return mem_touch(e->mem, mem_hash(e->mem, key, klen), key, klen,
-                     engine_exptime(exptime, now), now);
+    engine_op_key(e, &op, OP_TOUCH, key, klen);
+    op.exptime = engine_exptime(exptime, engine_now(e));
+    return engine_sync(e, &op, NULL, &res);
+}
+
+/*
+ * Flushes now. With a disk tier the flush record is logged first: its
+ * LSN marks every record before it flushed, and only then is memory
+ * emptied, so a write racing with the flush either has a lower LSN and is
+ * dropped from memory too, or a higher one and survives on disk.
+ */
+static void engine_flush_now(tc_engine *e, uint32_t now)
+{
+    if (e->dk != NULL)
+        disk_log(e->dk, SEG_FLUSH, NULL, now, false, NULL, NULL);
+    mem_flush(e->mem);
 }
 
 tc_status tc_flush(tc_engine *e, int64_t delay)
 {
     uint32_t now = engine_now(e);
-    if (delay <= 0) {
-        atomic_store(&e->flush_at, 0);
-        mem_flush(e->mem);
-        return TC_OK;
-    }
-    uint32_t at = engine_exptime(delay, now);
+    uint32_t at = delay <= 0 ? now : engine_exptime(delay, now);
     if (at <= now) {
         atomic_store(&e->flush_at, 0);
-        mem_flush(e->mem);
+        engine_flush_now(e, now);
     } else {
         atomic_store(&e->flush_at, (int64_t)at);
+        if (e->dk != NULL) /* it survives a restart */
+            disk_log(e->dk, SEG_FLUSH, NULL, at, true, NULL, NULL);
     }
     return TC_OK;
 }
@@ -264,11 +544,15 @@ tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg)
     mem_stats_get(e->mem, &s);
     const mem_counters *c = &s.c;
 
-    stat_u64(fn, arg, "cmd_get", c->get_hits + c->get_misses);
+    uint64_t dh = atomic_load_explicit(&e->disk_get_hits, memory_order_relaxed);
+    uint64_t dm = atomic_load_explicit(&e->disk_get_misses,
+                                       memory_order_relaxed);
+    stat_u64(fn, arg, "cmd_get", c->get_hits + c->get_misses + dh + dm);
     stat_u64(fn, arg, "cmd_set", c->set_cmds);
     stat_u64(fn, arg, "cmd_touch", c->touch_hits + c->touch_misses);
-    stat_u64(fn, arg, "get_hits", c->get_hits);
-    stat_u64(fn, arg, "get_misses", c->get_misses);
+    stat_u64(fn, arg, "get_hits", c->get_hits + dh);
+    stat_u64(fn, arg, "get_misses", c->get_misses + dm);
+    stat_u64(fn, arg, "get_disk_hits", dh);
     stat_u64(fn, arg, "get_expired", c->get_expired);
     stat_u64(fn, arg, "delete_misses", c->delete_misses);
     stat_u64(fn, arg, "delete_hits", c->delete_hits);
@@ -292,10 +576,16 @@ tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "mem_table_slots", s.table_slots);
     stat_u64(fn, arg, "mem_small_items", s.small_items);
     stat_u64(fn, arg, "mem_ghost_hits", c->ghost_hits);
+    if (e->dk != NULL)
+        disk_stats(e->dk, fn, arg);
+    else
+        fn(arg, "io_backend", "none");
     return TC_OK;
 }
 
 void tc_stats_reset(tc_engine *e)
 {
     mem_stats_reset(e->mem);
+    atomic_store(&e->disk_get_hits, 0);
+    atomic_store(&e->disk_get_misses, 0);
 }

@@ -226,6 +226,10 @@ enum { SMALL_NONE, SMALL_MOVED, SMALL_FREED };
 static int small_exit(mem *m, mem_shard *sh, struct tc_item *it, uint32_t now,
                       uint32_t pos)
 {
+    /* A pinned item (its change is not in the index yet) cannot go: it
+     * waits in main until it is unpinned. */
+    if (it->bits & ITEM_PINNED)
+        return SMALL_MOVED;
     bool expired = item_expired(it, now);
     if (!expired && (it->bits & ITEM_FREQ_MASK) != 0) {
         it->bits &= (uint8_t)~ITEM_FREQ_MASK;
@@ -306,7 +310,8 @@ static bool evict_main(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
             sh->hand = 0;
         uint64_t s = sh->slots[sh->hand];
         struct tc_item *it = slot_item(s);
-        if (s == 0 || (it->bits & ITEM_SMALL) || (uintptr_t)it == keep) {
+        if (s == 0 || (it->bits & (ITEM_SMALL | ITEM_PINNED)) ||
+            (uintptr_t)it == keep) {
             sh->hand++;
             continue;
         }

@@ -46,6 +46,12 @@
 #define ITEM_SMALL 0x04u  /* in the small FIFO, not yet in main */
 #define ITEM_LINKED 0x08u /* in the hash table */
 #define ITEM_RING 0x10u   /* its pointer is in the small FIFO's ring */
+/* With a disk tier: the change is logged and not yet in the index, so the
+ * item must not be evicted (disk.h). */
+#define ITEM_PINNED 0x20u
+/* A deletion not yet in the index: the key is absent, whatever the disk
+ * still holds. A tombstone has no value and is never returned. */
+#define ITEM_TOMB 0x40u
 
 #define ITEM_REFS_MAX 0xf0u
 #define ITEM_LEN_BIG 0xffffffu

@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "disk.h"
 #include "hash.h"
+#include "seg.h"
 
 #define MEM_MIN_CAP 64u
 #define MEM_MAX_SHARDS 256u
@@ -231,20 +233,66 @@ void mem_unlink_at(mem *m, mem_shard *sh, struct tc_item *it, uint32_t pos)
     mem_drop_link(m, sh, it);
 }
 
-/* Finds key; an expired item found is unlinked and reported as absent. */
-static struct tc_item *mem_find_live(mem *m, mem_shard *sh, uint64_t h,
-                                     const void *key, size_t klen,
-                                     uint32_t now, uint32_t *pos, bool *expired)
+/*
+ * What the table holds for a key. it is the item in its slot, if any:
+ * live, or (with a disk tier) a tombstone or an expired item still pinned,
+ * which both say the key is absent and keep the slot for the next write.
+ * An expired item that is not pinned is unlinked on the way. maybe_disk:
+ * no item, and the disk may hold the key (the caller must load it before
+ * deciding).
+ */
+typedef struct mem_found {
+    struct tc_item *it;
+    uint32_t pos;
+    bool live;
+    bool expired;
+    bool maybe_disk;
+} mem_found;
+
+static void mem_find(mem *m, mem_shard *sh, uint64_t h, const void *key,
+                     size_t klen, uint32_t now, bool check_disk,
+                     mem_found *f)
 {
-    struct tc_item *it = table_find(sh, h, key, klen, pos);
-    *expired = false;
-    if (it != NULL && item_expired(it, now)) {
-        mem_unlink_at(m, sh, it, *pos);
-        sh->st.reclaimed++;
-        *expired = true;
-        return NULL;
+    f->it = table_find(sh, h, key, klen, &f->pos);
+    f->live = false;
+    f->expired = false;
+    f->maybe_disk = false;
+    if (f->it == NULL) {
+        f->maybe_disk = check_disk && m->dk != NULL && disk_maybe(m->dk, h);
+        return;
     }
-    return it;
+    if (f->it->bits & ITEM_TOMB)
+        return;
+    if (item_expired(f->it, now)) {
+        f->expired = true;
+        sh->st.reclaimed++;
+        /* Pinned, its record is not in the index yet: the disk may still
+         * hold an older, live value, so the slot must keep saying absent
+         * until the index has caught up (mem_unpin). */
+        if (!(f->it->bits & ITEM_PINNED)) {
+            mem_unlink_at(m, sh, f->it, f->pos);
+            f->it = NULL;
+        }
+        return;
+    }
+    f->live = true;
+}
+
+/* Logs a change to the disk tier, if there is one (disk.h). */
+static void mem_log(mem *m, uint8_t type, struct tc_item *it,
+                    uint32_t exptime, mem_opt *o)
+{
+    if (m->dk == NULL)
+        return;
+    disk_log(m->dk, type, it, exptime, false, o != NULL ? o->wake : NULL,
+             o != NULL ? o->wake_arg : NULL);
+    if (o != NULL)
+        o->logged = true;
+}
+
+static bool mem_check_disk(const mem_opt *o)
+{
+    return o == NULL || !o->disk_checked;
 }
 
 static uint64_t mem_next_cas(mem *m, mem_shard *sh)
@@ -323,29 +371,34 @@ static void mem_reclaim(mem *m, uint32_t now, uintptr_t keep)
 /* ---- operations ---- */
 
 tc_status mem_get(mem *m, uint64_t h, const void *key, size_t klen,
-                  uint32_t now, uint64_t touch, mem_visit_fn fn, void *arg)
+                  uint32_t now, uint64_t touch, mem_visit_fn fn, void *arg,
+                  mem_opt *o)
 {
     mem_shard *sh = mem_shard_of(m, h);
-    uint32_t pos;
-    bool expired;
+    mem_found f;
 
     pthread_mutex_lock(&sh->lock);
-    struct tc_item *it = mem_find_live(m, sh, h, key, klen, now, &pos,
-                                       &expired);
+    mem_find(m, sh, h, key, klen, now, mem_check_disk(o), &f);
+    if (f.maybe_disk) {
+        pthread_mutex_unlock(&sh->lock);
+        return MEM_ON_DISK;
+    }
     /* As in memcached, a gat counts as a touch and not as a get. */
-    if (it == NULL) {
+    if (!f.live) {
         if (touch != MEM_NO_TOUCH) {
             sh->st.touch_misses++;
         } else {
             sh->st.get_misses++;
-            if (expired)
+            if (f.expired)
                 sh->st.get_expired++;
         }
         pthread_mutex_unlock(&sh->lock);
         return TC_ENOTFOUND;
     }
+    struct tc_item *it = f.it;
     if (touch != MEM_NO_TOUCH) {
         item_set_exptime(it, (uint32_t)touch);
+        mem_log(m, SEG_TOUCH, it, (uint32_t)touch, o);
         sh->st.touch_hits++;
     } else {
         sh->st.get_hits++;
@@ -453,14 +506,13 @@ static struct tc_item *mem_new_item(mem *m, const void *key, size_t klen,
 tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
                     size_t klen, const void *value, size_t vlen,
                     uint32_t flags, uint32_t exptime, uint64_t cas,
-                    uint32_t now, uint64_t *cas_out)
+                    uint32_t now, uint64_t *cas_out, mem_opt *o)
 {
     bool concat = mode == TC_APPEND || mode == TC_PREPEND;
     struct tc_item *nit = NULL;
     uintptr_t stored = 0;
     tc_status st;
-    uint32_t pos = 0;
-    bool expired;
+    mem_found f;
 
     if ((unsigned)mode > TC_CAS)
         return TC_EINVAL;
@@ -480,15 +532,25 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
 
     mem_shard *sh = mem_shard_of(m, h);
     pthread_mutex_lock(&sh->lock);
+    /* A set does not care what was there; every other mode does, and a
+     * key only on disk is loaded first (MEM_ON_DISK). */
+    mem_find(m, sh, h, key, klen, now, mode != TC_SET && mem_check_disk(o),
+             &f);
+    if (f.maybe_disk) {
+        pthread_mutex_unlock(&sh->lock);
+        if (nit != NULL)
+            item_unref(nit);
+        return MEM_ON_DISK;
+    }
     sh->st.set_cmds++;
-    struct tc_item *old = mem_find_live(m, sh, h, key, klen, now, &pos,
-                                        &expired);
+    struct tc_item *old = f.live ? f.it : NULL;
     st = mem_store_check(sh, mode, old, cas);
     if (st == TC_OK && concat) {
         st = mem_concat(m, mode, key, klen, old, value, vlen, &nit);
     } else if (st == TC_OK && !copy_early) {
         if (old != NULL &&
             mem_rewrite(m, sh, old, value, vlen, flags, exptime)) {
+            mem_log(m, SEG_SET, old, 0, o);
             if (cas_out != NULL)
                 *cas_out = old->cas;
             pthread_mutex_unlock(&sh->lock);
@@ -499,8 +561,9 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
             st = TC_ENOMEM;
     }
     if (st == TC_OK)
-        st = mem_publish(m, sh, h, pos, old, nit);
+        st = mem_publish(m, sh, h, f.pos, f.it, nit);
     if (st == TC_OK) {
+        mem_log(m, SEG_SET, nit, 0, o);
         if (cas_out != NULL)
             *cas_out = nit->cas;
         stored = (uintptr_t)nit;
@@ -516,22 +579,36 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
 }
 
 tc_status mem_delete(mem *m, uint64_t h, const void *key, size_t klen,
-                     uint32_t now)
+                     uint32_t now, mem_opt *o)
 {
     mem_shard *sh = mem_shard_of(m, h);
-    uint32_t pos;
-    bool expired;
+    mem_found f;
     tc_status st = TC_OK;
 
     pthread_mutex_lock(&sh->lock);
-    struct tc_item *it = mem_find_live(m, sh, h, key, klen, now, &pos,
-                                       &expired);
-    if (it == NULL) {
+    mem_find(m, sh, h, key, klen, now, mem_check_disk(o), &f);
+    if (f.maybe_disk) {
+        st = MEM_ON_DISK;
+    } else if (!f.live) {
         sh->st.delete_misses++;
         st = TC_ENOTFOUND;
-    } else {
-        mem_unlink_at(m, sh, it, pos);
+    } else if (m->dk == NULL) {
+        mem_unlink_at(m, sh, f.it, f.pos);
         sh->st.delete_hits++;
+    } else {
+        /* With a disk tier, a tombstone takes the item's place until the
+         * deletion is in the index: the disk's older value stays hidden. */
+        struct tc_item *tomb = item_new(m->slab, key, klen, 0);
+        if (tomb == NULL) {
+            st = TC_ENOMEM;
+        } else if ((st = mem_publish(m, sh, h, f.pos, f.it, tomb)) !=
+                   TC_OK) {
+            item_unref(tomb);
+        } else {
+            tomb->bits |= ITEM_TOMB;
+            mem_log(m, SEG_DELETE, tomb, 0, o);
+            sh->st.delete_hits++;
+        }
     }
     pthread_mutex_unlock(&sh->lock);
     return st;
@@ -582,20 +659,23 @@ static size_t u64_to_dec(uint64_t v, char *buf)
 }
 
 tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
-                    int decr, uint64_t delta, uint32_t now, uint64_t *result)
+                    int decr, uint64_t delta, uint32_t now, uint64_t *result,
+                    mem_opt *o)
 {
     mem_shard *sh = mem_shard_of(m, h);
-    uint32_t pos;
-    bool expired;
+    mem_found f;
     tc_status st = TC_OK;
     uintptr_t stored = 0;
     uint64_t v;
     char buf[20];
 
     pthread_mutex_lock(&sh->lock);
-    struct tc_item *it = mem_find_live(m, sh, h, key, klen, now, &pos,
-                                       &expired);
-    if (it == NULL) {
+    mem_find(m, sh, h, key, klen, now, mem_check_disk(o), &f);
+    if (f.maybe_disk) {
+        st = MEM_ON_DISK;
+        goto out;
+    }
+    if (!f.live) {
         if (decr)
             sh->st.decr_misses++;
         else
@@ -603,6 +683,7 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
         st = TC_ENOTFOUND;
         goto out;
     }
+    struct tc_item *it = f.it;
     if (mem_parse_u64(item_value(it), item_vlen(it), &v) != 0) {
         st = TC_ENONNUMERIC;
         goto out;
@@ -623,11 +704,12 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
     memcpy(item_value(nit), buf, n);
     nit->flags = it->flags;
     item_set_exptime(nit, item_exptime(it));
-    st = mem_publish(m, sh, h, pos, it, nit);
+    st = mem_publish(m, sh, h, f.pos, it, nit);
     if (st != TC_OK) {
         item_unref(nit);
         goto out;
     }
+    mem_log(m, SEG_SET, nit, 0, o);
     if (result != NULL)
         *result = v;
     /* The new number may cost more than the old: evict as a store does. */
@@ -640,27 +722,99 @@ out:
 }
 
 tc_status mem_touch(mem *m, uint64_t h, const void *key, size_t klen,
-                    uint32_t exptime, uint32_t now)
+                    uint32_t exptime, uint32_t now, mem_opt *o)
 {
     mem_shard *sh = mem_shard_of(m, h);
-    uint32_t pos;
-    bool expired;
+    mem_found f;
     tc_status st = TC_OK;
 
     pthread_mutex_lock(&sh->lock);
-    struct tc_item *it = mem_find_live(m, sh, h, key, klen, now, &pos,
-                                       &expired);
-    if (it == NULL) {
+    mem_find(m, sh, h, key, klen, now, mem_check_disk(o), &f);
+    if (f.maybe_disk) {
+        st = MEM_ON_DISK;
+    } else if (!f.live) {
         sh->st.touch_misses++;
         st = TC_ENOTFOUND;
     } else {
-        item_set_exptime(it, exptime);
-        if ((it->bits & ITEM_FREQ_MASK) < ITEM_FREQ_MASK)
-            it->bits++;
+        item_set_exptime(f.it, exptime);
+        mem_log(m, SEG_TOUCH, f.it, exptime, o);
+        if ((f.it->bits & ITEM_FREQ_MASK) < ITEM_FREQ_MASK)
+            f.it->bits++;
         sh->st.touch_hits++;
     }
     pthread_mutex_unlock(&sh->lock);
     return st;
+}
+
+/* ---- the disk tier's side ---- */
+
+void mem_set_disk(mem *m, disk *d)
+{
+    m->dk = d;
+}
+
+void mem_set_cas_base(mem *m, uint64_t base)
+{
+    uint64_t k = base / m->cfg.shards + 1;
+    for (unsigned i = 0; i < m->cfg.shards; i++) {
+        mem_shard *sh = &m->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        uint64_t next = k * m->cfg.shards + i + 1;
+        if (next > sh->cas_next)
+            sh->cas_next = next;
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+struct tc_item *mem_item_alloc(mem *m, const void *key, size_t klen,
+                               size_t vlen)
+{
+    return item_new(m->slab, key, klen, vlen);
+}
+
+void mem_unpin(mem *m, struct tc_item *it)
+{
+    uint64_t h = hash_key(item_key(it), item_klen(it), m->cfg.seed);
+    mem_shard *sh = mem_shard_of(m, h);
+    uint32_t pos;
+
+    pthread_mutex_lock(&sh->lock);
+    /* Found by pointer: an item no longer in the table (replaced, deleted,
+     * flushed) is left alone; its bits may be another thread's. */
+    if (mem_table_find_ptr(m, sh, it, &pos)) {
+        it->bits &= (uint8_t)~ITEM_PINNED;
+        /* The index has the deletion: the tombstone is not needed. (An
+         * expired item, now unpinned, goes at its next lookup.) */
+        if (it->bits & ITEM_TOMB)
+            mem_unlink_at(m, sh, it, pos);
+    }
+    pthread_mutex_unlock(&sh->lock);
+}
+
+bool mem_promote(mem *m, uint64_t h, struct tc_item *it, uint32_t now,
+                 bool (*current)(void *arg), void *arg)
+{
+    mem_shard *sh = mem_shard_of(m, h);
+    uint32_t pos;
+    bool done = false;
+
+    pthread_mutex_lock(&sh->lock);
+    if (table_find(sh, h, item_key(it), item_klen(it), &pos) == NULL &&
+        current(arg)) {
+        /* Keeps the CAS the value was stored with. */
+        uint64_t cas = it->cas;
+        it = tc_item_ref(it); /* the shard's reference */
+        if (it != NULL && mem_publish(m, sh, h, 0, NULL, it) == TC_OK) {
+            it->cas = cas;
+            done = true;
+        } else if (it != NULL) {
+            item_unref(it);
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (done && mem_over_limit(m))
+        mem_reclaim(m, now, (uintptr_t)it);
+    return done;
 }
 
 /* ---- flush ---- */

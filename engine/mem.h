@@ -17,6 +17,24 @@
 
 struct tc_item;
 typedef struct mem mem;
+struct disk;
+
+/* An operation's dealings with the disk tier. */
+typedef struct mem_opt {
+    /* The key was loaded from disk already (or is known absent there):
+     * decide from memory alone. */
+    bool disk_checked;
+    /* Called when the change's record is durable (disk.h, disk_log). */
+    void (*wake)(void *arg, tc_status st);
+    void *wake_arg;
+    /* Out: the change was logged (so wake will be called). */
+    bool logged;
+} mem_opt;
+
+/* Returned (as a tc_status) by an operation that found no item in memory
+ * while the disk tier may hold the key: load it (disk_load) and call the
+ * operation again with disk_checked set. */
+#define MEM_ON_DISK ((tc_status)100)
 
 typedef struct mem_config {
     size_t limit;    /* bytes */
@@ -69,21 +87,46 @@ typedef void (*mem_visit_fn)(void *arg, struct tc_item *it);
  * Returns TC_OK or TC_ENOTFOUND.
  */
 tc_status mem_get(mem *m, uint64_t h, const void *key, size_t klen,
-                  uint32_t now, uint64_t touch, mem_visit_fn fn, void *arg);
+                  uint32_t now, uint64_t touch, mem_visit_fn fn, void *arg,
+                  mem_opt *o);
 
 tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
                     size_t klen, const void *value, size_t vlen,
                     uint32_t flags, uint32_t exptime, uint64_t cas,
-                    uint32_t now, uint64_t *cas_out);
+                    uint32_t now, uint64_t *cas_out, mem_opt *o);
 
 tc_status mem_delete(mem *m, uint64_t h, const void *key, size_t klen,
-                     uint32_t now);
+                     uint32_t now, mem_opt *o);
 
 tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
-                    int decr, uint64_t delta, uint32_t now, uint64_t *result);
+                    int decr, uint64_t delta, uint32_t now, uint64_t *result,
+                    mem_opt *o);
 
 tc_status mem_touch(mem *m, uint64_t h, const void *key, size_t klen,
-                    uint32_t exptime, uint32_t now);
+                    uint32_t exptime, uint32_t now, mem_opt *o);
+
+/*
+ * The disk tier's side (disk.h). Every operation above logs its change
+ * with disk_log() under the shard lock once mem_set_disk() gave it a
+ * disk tier, and keeps the item pinned until mem_unpin().
+ */
+void mem_set_disk(mem *m, struct disk *d);
+/* CAS values handed out from now on are above base. */
+void mem_set_cas_base(mem *m, uint64_t base);
+/* An unpublished item with one reference (to fill, then mem_promote). */
+struct tc_item *mem_item_alloc(mem *m, const void *key, size_t klen,
+                               size_t vlen);
+/* The index now has the item's record: it may be evicted; a tombstone
+ * goes. */
+void mem_unpin(mem *m, struct tc_item *it);
+/*
+ * Puts an item read from disk into the tier, unless the key is in memory
+ * already (a newer write, or a tombstone) or current(arg), called under
+ * the shard lock, says the index moved on. The item keeps its CAS. The
+ * caller keeps its own reference. Returns whether it was inserted.
+ */
+bool mem_promote(mem *m, uint64_t h, struct tc_item *it, uint32_t now,
+                 bool (*current)(void *arg), void *arg);
 
 /* Drops every item. */
 void mem_flush(mem *m);

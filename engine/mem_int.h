@@ -43,6 +43,7 @@
 #include <stdint.h>
 
 #include "item.h"
+#include "disk.h"
 #include "mem.h"
 #include "slab.h"
 
@@ -85,6 +86,7 @@ typedef struct mem_shard {
 
 struct mem {
     mem_config cfg;
+    disk *dk; /* the disk tier, or NULL (mem_set_disk) */
     unsigned shard_shift; /* 64 - log2(shards) */
     slab *slab;
     atomic_size_t used; /* sum of the shards' bytes */

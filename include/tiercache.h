@@ -92,6 +92,24 @@ TC_API const char *tc_version(void);
 /* Returns the current unix time in seconds. */
 typedef int64_t (*tc_clock_fn)(void *arg);
 
+/*
+ * What a successful storage call promises about a crash (with a data
+ * directory; see README.md, "Durability"):
+ *   ASYNC  the change is written at once and made durable (fdatasync)
+ *          within flush_ms; a crash of the process or the machine loses at
+ *          most the changes of the last flush_ms;
+ *   SYNC   the call completes only once the change is on stable storage
+ *          (many changes share one fdatasync);
+ *   NONE   no fdatasync: a clean close keeps everything, a crash of the
+ *          process keeps what reached the kernel, a machine crash may lose
+ *          anything not yet written back by the kernel.
+ */
+typedef enum tc_durability {
+    TC_DURABILITY_ASYNC = 0,
+    TC_DURABILITY_SYNC = 1,
+    TC_DURABILITY_NONE = 2,
+} tc_durability;
+
 typedef struct tc_config {
     /* Bytes the memory tier may hold, counting each item's real cost
      * (header, key, value, allocator and index slot). Default 64 MiB. */
@@ -107,6 +125,25 @@ typedef struct tc_config {
      * context (TC_PENDING, callback from tc_ctx_run) as a disk-tier read
      * would, so callers can exercise their deferred-completion paths. */
     int debug_defer;
+
+    /* The disk tier. With dir NULL the engine keeps everything in memory
+     * (and loses it at close). The directory is created if missing and
+     * locked against other processes. */
+    const char *dir;
+    /* Bytes the data directory may hold (segments and the index); when
+     * full the oldest data is dropped. Default 1 GiB. */
+    uint64_t disk_size;
+    tc_durability durability; /* default ASYNC */
+    unsigned flush_ms;        /* ASYNC: fdatasync period; default 100 */
+    /* zstd level for values on disk; 0 stores them raw. Default 1. */
+    int compress_level;
+    /* "io_uring", "threads" or NULL (io_uring when the system allows it;
+     * the environment variable TC_IO_BACKEND overrides NULL). */
+    const char *io_backend;
+    /* If not NULL, a failing tc_open() writes a sentence saying why here
+     * (which file, which error), NUL-terminated. */
+    char *errbuf;
+    size_t errbuf_len;
 } tc_config;
 
 /* Fills cfg with the defaults. */
@@ -116,7 +153,11 @@ typedef struct tc_engine tc_engine;
 
 /*
  * Opens an engine. On TC_OK, *out is a new engine to be closed with
- * tc_close(). Errors: TC_EINVAL (a setting out of range), TC_ENOMEM.
+ * tc_close(). With a data directory this recovers it first (see
+ * tc_stats: recovery_*). Errors: TC_EINVAL (a setting out of range),
+ * TC_ENOMEM, and for the data directory TC_EBUSY (another process has it
+ * open), TC_EFORMAT (written by an incompatible version), TC_EIO,
+ * TC_ENOSPC; cfg->errbuf then says more.
  */
 TC_API tc_status tc_open(const tc_config *cfg, tc_engine **out);
 
@@ -235,6 +276,15 @@ TC_API tc_status tc_flush(tc_engine *e, int64_t delay);
  */
 typedef void (*tc_stat_fn)(void *arg, const char *name, const char *value);
 TC_API tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg);
+
+/*
+ * Non-zero while changes are logged faster than the disk takes them (the
+ * journal's queue is over its bound). The engine keeps accepting them; a
+ * server should stop reading requests until this returns 0 again (check
+ * it every millisecond or so), which keeps the bytes at risk in a crash
+ * within what the durability mode promises.
+ */
+TC_API int tc_congested(tc_engine *e);
 
 /* Resets the counters that memcached's "stats reset" resets. */
 TC_API void tc_stats_reset(tc_engine *e);

@@ -79,7 +79,7 @@ void conn_close(conn *c)
 
 void conn_release(conn *c)
 {
-    if (c->dead && c->pending == 0 && !c->in_ready)
+    if (c->dead && c->pending == 0 && !c->in_ready && !c->paused)
         free(c);
 }
 
@@ -104,7 +104,7 @@ static void conn_watch(conn *c)
         conn_close(c);
         return;
     }
-    bool want_read = !c->closing && c->pending == 0 &&
+    bool want_read = !c->closing && c->pending == 0 && !c->paused &&
                      c->out.pending < CONN_OUT_HIGH;
     if (want_read && !ev_is_active(&c->rio))
         ev_io_start(loop, &c->rio);
@@ -200,10 +200,16 @@ static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
     return i;
 }
 
-static bool conn_may_go_on(const conn *c)
+static bool conn_may_go_on(conn *c)
 {
-    return !c->closing && !c->dead && c->pending == 0 &&
-           c->out.pending < CONN_OUT_HIGH;
+    if (c->closing || c->dead || c->pending > 0 || c->paused ||
+        c->out.pending >= CONN_OUT_HIGH)
+        return false;
+    if (tc_congested(c->w->srv->engine)) {
+        worker_pause(c->w, c);
+        return false;
+    }
+    return true;
 }
 
 /* Executes the complete requests in the buffer while it may. A request

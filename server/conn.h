@@ -9,7 +9,11 @@
  *     after it waits, so requests execute in order; a multi-key get issues
  *     all its keys at once and each waits in its own place in the output;
  *   - more than CONN_OUT_HIGH reply bytes wait to be written
- *     (backpressure on a client that does not read its replies).
+ *     (backpressure on a client that does not read its replies);
+ *   - the engine's journal is congested (tc_congested): writes come in
+ *     faster than the disk takes them, and every connection of the worker
+ *     pauses until it catches up (worker_pause), so what a crash can lose
+ *     stays within the durability mode's promise.
  * A connection closed while calls are pending is kept, without its
  * socket, until they complete.
  */
@@ -41,9 +45,11 @@ typedef struct conn {
     bool closing;     /* close once the queued replies are written */
     bool dead;        /* socket closed; freed when pending reaches 0 */
     bool in_ready;
+    bool paused; /* waits for the journal to catch up (worker.c) */
     struct conn *prev;
     struct conn *next;
     struct conn *next_ready;
+    struct conn *next_paused;
 } conn;
 
 /* Takes over an accepted socket; NULL (socket closed) when out of memory. */

@@ -207,22 +207,64 @@ static void srv_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+static void srv_stat_pick(void *arg, const char *name, const char *value)
+{
+    const char **want = arg;
+    for (int i = 0; want[i] != NULL; i += 2)
+        if (strcmp(want[i], name) == 0)
+            snprintf((char *)want[i + 1], 32, "%s", value);
+}
+
+/* The start-up line about the disk tier: backend and recovery. */
+static void srv_log_engine(server *srv)
+{
+    if (srv->set.dir[0] == '\0') {
+        fprintf(stderr, "tiercached: memory only (--memory-only)\n");
+        return;
+    }
+    char backend[32] = "", recs[32] = "", cut[32] = "", skipped[32] = "",
+         secs[32] = "", items[32] = "";
+    const char *want[] = {"io_backend", backend, "recovery_records", recs,
+                          "recovery_cut_bytes", cut, "recovery_skipped",
+                          skipped, "recovery_seconds", secs, "disk_items",
+                          items, NULL};
+    tc_stats(srv->engine, srv_stat_pick, want);
+    fprintf(stderr,
+            "tiercached: data directory %s: %s items on disk; I/O backend "
+            "%s; recovery replayed %s records, cut %s bytes of torn tail, "
+            "skipped %s damaged records, in %s s\n",
+            srv->set.dir, items, backend, recs, cut, skipped, secs);
+}
+
 static int srv_run(server *srv)
 {
     tc_config cfg;
     tc_status st;
     int rc = 1;
 
+    char why[600] = "";
     tc_config_init(&cfg);
     cfg.mem_limit = srv->set.mem_limit;
     cfg.item_size_max = srv->set.item_size_max;
     cfg.debug_defer = srv->set.debug_defer;
+    if (srv->set.dir[0] != '\0') {
+        cfg.dir = srv->set.dir;
+        cfg.disk_size = srv->set.disk_size;
+        cfg.durability = (tc_durability)srv->set.durability;
+        cfg.flush_ms = srv->set.flush_ms;
+        cfg.compress_level = srv->set.compress_level;
+        cfg.io_backend = srv->set.io_backend;
+    }
+    cfg.errbuf = why;
+    cfg.errbuf_len = sizeof(why);
     st = tc_open(&cfg, &srv->engine);
     if (st != TC_OK) {
-        fprintf(stderr, "tiercached: cannot open the engine: %s\n",
-                tc_strerror(st));
+        fprintf(stderr, "tiercached: cannot open %s: %s%s%s\n",
+                srv->set.dir[0] != '\0' ? srv->set.dir : "the engine",
+                tc_strerror(st), why[0] != '\0' ? ": " : "", why);
         return 1;
     }
+    srv_log_engine(srv);
     srv_raise_nofile(srv);
     srv->loop = ev_default_loop(EVFLAG_AUTO);
     if (srv->loop == NULL || srv_listen(srv) != 0)

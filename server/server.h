@@ -61,6 +61,8 @@ typedef struct worker {
 
     struct conn *conns;  /* every open connection */
     struct conn *ready;  /* connections waiting to be resumed */
+    struct conn *paused; /* connections waiting for the journal */
+    ev_timer congest;    /* checks whether the journal caught up */
     struct srv_op *free_ops;
     worker_stats st;
 } worker;
@@ -95,6 +97,10 @@ void srv_log(server *srv, int level, const char *fmt, ...)
 int worker_start(worker *w, server *srv, unsigned id);
 /* Hands an accepted socket to w (any thread). */
 void worker_give(worker *w, int fd);
+/* Stops c from taking requests until the engine is no longer
+ * congested (tc_congested). */
+void worker_pause(worker *w, struct conn *c);
+
 /* Asks w to finish its work, close its connections and return. */
 void worker_stop(worker *w);
 void worker_join(worker *w);

@@ -17,7 +17,16 @@
 #define SRV_ITEM_MIN 1024u
 #define SRV_ITEM_MAX ((size_t)1024 * 1024 * 1024)
 
-enum { OPT_DEBUG_DEFER = 256 };
+enum {
+    OPT_DEBUG_DEFER = 256,
+    OPT_DIR,
+    OPT_MEMORY_ONLY,
+    OPT_DISK_SIZE,
+    OPT_DURABILITY,
+    OPT_FLUSH_MS,
+    OPT_COMPRESS,
+    OPT_IO_BACKEND,
+};
 
 static const struct option srv_options[] = {
     {"port", required_argument, NULL, 'p'},
@@ -31,6 +40,13 @@ static const struct option srv_options[] = {
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {"debug-defer", no_argument, NULL, OPT_DEBUG_DEFER},
+    {"dir", required_argument, NULL, OPT_DIR},
+    {"memory-only", no_argument, NULL, OPT_MEMORY_ONLY},
+    {"disk-size", required_argument, NULL, OPT_DISK_SIZE},
+    {"durability", required_argument, NULL, OPT_DURABILITY},
+    {"flush-ms", required_argument, NULL, OPT_FLUSH_MS},
+    {"compress-level", required_argument, NULL, OPT_COMPRESS},
+    {"io-backend", required_argument, NULL, OPT_IO_BACKEND},
     {NULL, 0, NULL, 0},
 };
 
@@ -53,6 +69,21 @@ static void srv_usage(FILE *f)
         "  -U, --udp-port=0         UDP is not supported: only 0 is accepted\n"
         "  -v, --verbose            log connections and errors; -vv logs every\n"
         "                           command\n"
+        "\n"
+        "Disk tier (the cache survives restarts and crashes):\n"
+        "      --dir=PATH           data directory, created if missing\n"
+        "                           (default ./tiercache-data)\n"
+        "      --memory-only        no data directory: memory only, like memcached\n"
+        "      --disk-size=SIZE     bytes the directory may hold, with k, m or g\n"
+        "                           (default 1g); the oldest data goes first\n"
+        "      --durability=MODE    async (default): synced every --flush-ms;\n"
+        "                           sync: replies wait for the data to be on\n"
+        "                           stable storage; none: never synced\n"
+        "      --flush-ms=MS        async: sync period (default 100)\n"
+        "      --compress-level=N   zstd level for values on disk, 0 = off\n"
+        "                           (default 1)\n"
+        "      --io-backend=NAME    io_uring, threads or auto (default auto:\n"
+        "                           io_uring where the system allows it)\n"
         "      --debug-defer        testing aid: complete every engine call\n"
         "                           asynchronously, as a disk read would\n"
         "  -h, --help               this help\n"
@@ -89,6 +120,9 @@ static bool parse_size(const char *s, size_t *out)
     } else if (*end == 'm' || *end == 'M') {
         v *= 1024 * 1024;
         end++;
+    } else if (*end == 'g' || *end == 'G') {
+        v *= 1024ULL * 1024 * 1024;
+        end++;
     }
     if (*end != '\0' || v > SIZE_MAX)
         return false;
@@ -105,6 +139,12 @@ void srv_settings_init(srv_settings *s)
     s->max_conns = 1024;
     s->threads = 2;
     s->item_size_max = (size_t)1024 * 1024;
+    snprintf(s->dir, sizeof(s->dir), "./tiercache-data");
+    s->disk_size = (uint64_t)1 << 30;
+    s->durability = TC_DURABILITY_ASYNC;
+    s->flush_ms = 100;
+    s->compress_level = 1;
+    snprintf(s->io_backend, sizeof(s->io_backend), "auto");
 }
 
 static srv_parse_result srv_bad(const char *opt, const char *arg,
@@ -163,6 +203,49 @@ srv_parse_result srv_settings_parse(srv_settings *s, int argc, char **argv)
             break;
         case OPT_DEBUG_DEFER:
             s->debug_defer = true;
+            break;
+        case OPT_DIR:
+            if (optarg[0] == '\0' || strlen(optarg) >= sizeof(s->dir))
+                return srv_bad("--dir", optarg, "give a path");
+            snprintf(s->dir, sizeof(s->dir), "%s", optarg);
+            break;
+        case OPT_MEMORY_ONLY:
+            s->dir[0] = '\0';
+            break;
+        case OPT_DISK_SIZE: {
+            size_t v2;
+            if (!parse_size(optarg, &v2) || v2 < ((size_t)1 << 20))
+                return srv_bad("--disk-size", optarg, "give 1m or more");
+            s->disk_size = v2;
+            break;
+        }
+        case OPT_DURABILITY:
+            if (strcmp(optarg, "async") == 0)
+                s->durability = TC_DURABILITY_ASYNC;
+            else if (strcmp(optarg, "sync") == 0)
+                s->durability = TC_DURABILITY_SYNC;
+            else if (strcmp(optarg, "none") == 0)
+                s->durability = TC_DURABILITY_NONE;
+            else
+                return srv_bad("--durability", optarg,
+                               "give async, sync or none");
+            break;
+        case OPT_FLUSH_MS:
+            if (!parse_ulong(optarg, 1, 60000, &v))
+                return srv_bad("--flush-ms", optarg, "give 1..60000");
+            s->flush_ms = (unsigned)v;
+            break;
+        case OPT_COMPRESS:
+            if (!parse_ulong(optarg, 0, 22, &v))
+                return srv_bad("--compress-level", optarg, "give 0..22");
+            s->compress_level = (int)v;
+            break;
+        case OPT_IO_BACKEND:
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "io_uring") != 0 &&
+                strcmp(optarg, "threads") != 0)
+                return srv_bad("--io-backend", optarg,
+                               "give io_uring, threads or auto");
+            snprintf(s->io_backend, sizeof(s->io_backend), "%s", optarg);
             break;
         case 'h':
             srv_usage(stdout);

@@ -19,6 +19,13 @@ typedef struct srv_settings {
     size_t item_size_max; /* -I */
     int verbose;          /* -v, -vv */
     bool debug_defer;     /* --debug-defer: see tc_config.debug_defer */
+    /* The disk tier (tc_config). */
+    char dir[4096];       /* --dir; empty with --memory-only */
+    uint64_t disk_size;   /* --disk-size */
+    int durability;       /* --durability: a tc_durability */
+    unsigned flush_ms;    /* --flush-ms */
+    int compress_level;   /* --compress-level */
+    char io_backend[16];  /* --io-backend: auto, io_uring, threads */
 } srv_settings;
 
 typedef enum srv_parse_result {

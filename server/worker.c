@@ -25,6 +25,37 @@ static void worker_resume_ready(worker *w)
     }
 }
 
+void worker_pause(worker *w, conn *c)
+{
+    if (c->paused)
+        return;
+    c->paused = true;
+    c->next_paused = w->paused;
+    w->paused = c;
+    if (!ev_is_active(&w->congest))
+        ev_timer_again(w->loop, &w->congest);
+}
+
+/* Every millisecond while connections are paused: resumes them all once
+ * the journal has caught up. */
+static void worker_on_congest(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    worker *w = t->data;
+    if (tc_congested(w->srv->engine))
+        return;
+    ev_timer_stop(loop, t);
+    conn *c = w->paused;
+    w->paused = NULL;
+    while (c != NULL) {
+        conn *next = c->next_paused;
+        c->paused = false;
+        conn_resume(c);
+        conn_release(c);
+        c = next;
+    }
+}
+
 static void worker_on_ctx(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
@@ -41,6 +72,16 @@ static void worker_close_all(worker *w)
 {
     for (int i = 0; i < 100 && tc_ctx_run(w->ctx) > 0; i++)
         worker_resume_ready(w);
+    /* Paused connections are closed with the others; their list goes
+     * (freeing those closed already, which only the list held). */
+    conn *p = w->paused;
+    w->paused = NULL;
+    while (p != NULL) {
+        conn *next = p->next_paused;
+        p->paused = false;
+        conn_release(p);
+        p = next;
+    }
     while (w->conns != NULL)
         conn_shutdown(w->conns);
     /* Completions of closed connections free what waited for them. */
@@ -103,6 +144,8 @@ int worker_start(worker *w, server *srv, unsigned id)
     ev_async_init(&w->wake, worker_on_wake);
     w->wake.data = w;
     ev_async_start(w->loop, &w->wake);
+    ev_timer_init(&w->congest, worker_on_congest, 0., 0.001);
+    w->congest.data = w;
     ev_io_init(&w->ctx_io, worker_on_ctx, tc_ctx_fd(w->ctx), EV_READ);
     w->ctx_io.data = w;
     ev_io_start(w->loop, &w->ctx_io);
@@ -147,6 +190,7 @@ void worker_join(worker *w)
     pthread_join(w->thread, NULL);
     ev_io_stop(w->loop, &w->ctx_io);
     ev_async_stop(w->loop, &w->wake);
+    ev_timer_stop(w->loop, &w->congest);
     tc_ctx_free(w->ctx);
     request_free_ops(w);
     ev_loop_destroy(w->loop);

@@ -103,29 +103,42 @@ static inline int tct_selected(int argc, char **argv, const char *name)
     return 0;
 }
 
-static inline int tct_main(int argc, char **argv, const tct_case *cases,
-                           size_t n)
+static inline void tct_seed_init(void)
 {
     const char *env = getenv("TCT_SEED");
     tct_seed_value = env != NULL ? strtoull(env, NULL, 10)
                                  : (uint64_t)time(NULL);
     printf("# seed %" PRIu64 " (set TCT_SEED=%" PRIu64 " to repeat)\n",
            tct_seed_value, tct_seed_value);
-    int failed = 0, ran = 0;
+}
+
+/* Runs the selected cases, numbering them from *num + 1; counts them in
+ * *num and the failed ones in *failed. Prints no plan. */
+static inline void tct_run(int argc, char **argv, const tct_case *cases,
+                           size_t n, int *num, int *failed)
+{
     for (size_t i = 0; i < n; i++) {
         if (!tct_selected(argc, argv, cases[i].name))
             continue;
-        ran++;
+        (*num)++;
         fflush(stdout);
         if (setjmp(tct_jmp) == 0) {
             cases[i].fn();
-            printf("ok %d - %s\n", ran, cases[i].name);
+            printf("ok %d - %s\n", *num, cases[i].name);
         } else {
-            printf("not ok %d - %s\n", ran, cases[i].name);
-            failed++;
+            printf("not ok %d - %s\n", *num, cases[i].name);
+            (*failed)++;
         }
         fflush(stdout);
     }
+}
+
+static inline int tct_main(int argc, char **argv, const tct_case *cases,
+                           size_t n)
+{
+    int ran = 0, failed = 0;
+    tct_seed_init();
+    tct_run(argc, argv, cases, n, &ran, &failed);
     printf("1..%d\n", ran);
     return failed > 0 ? 1 : 0;
 }

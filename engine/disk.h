@@ -1,0 +1,128 @@
+/*
+ * disk.h - the disk tier: the journal of segment files, the LMDB index,
+ * the filter of keys on disk, and the threads that move data between
+ * them and the memory tier.
+ *
+ * Write path. A change to an item (set, delete, touch, flush) is made in
+ * the memory tier and, under the same shard lock, logged with disk_log():
+ * that assigns the record's LSN and queues it for the journal writer. The
+ * item stays pinned in memory (never evicted) until the index points at
+ * its record, so a read always finds the newest version: in memory, or,
+ * once indexed and evicted, on disk. The journal writer batches records
+ * into the current segment (group commit) and makes them durable as the
+ * durability mode says; the index writer then applies durable records to
+ * LMDB in large transactions, updates the filter, and unpins the items.
+ *
+ * Read path. A key missing from memory whose hash the filter may hold is
+ * loaded by disk_load(): a reader thread looks the key up in the index,
+ * reads the record, checks it, decompresses it, and promotes the item to
+ * the memory tier unless a newer version got there first.
+ *
+ * Thread ownership: disk_log() and disk_maybe() may be called from any
+ * thread; the callbacks of disk_load() and of waiters run on the disk
+ * tier's threads and must be short.
+ */
+#ifndef TC_DISK_H
+#define TC_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io.h"
+#include "mem.h"
+#include "tiercache.h"
+
+struct tc_item;
+typedef struct disk disk;
+
+typedef struct disk_config {
+    const char *dir;
+    uint64_t disk_size;    /* segments + data.mdb, bytes */
+    uint64_t segment_size; /* 0: chosen from disk_size and item_max */
+    tc_durability durability;
+    unsigned flush_ms;     /* async: fdatasync period */
+    int compress_level;    /* 0: off */
+    size_t compress_min;   /* values below it are stored raw */
+    io_backend backend;
+    size_t item_max;
+    size_t queue_max;      /* bytes logged and not yet indexed, at most */
+    uint32_t (*now)(void *arg); /* the engine's clock, unix seconds */
+    void *now_arg;
+} disk_config;
+
+/* What the recovery at open found. */
+typedef struct disk_recovery {
+    uint64_t records;   /* replayed into the index */
+    uint64_t skipped;   /* damaged records passed over */
+    uint64_t cut_bytes; /* torn tail removed */
+    double seconds;
+    uint64_t keys;      /* keys in the index after it */
+} disk_recovery;
+
+/*
+ * Opens (or creates) the data directory: takes its lock, checks its
+ * format, recovers, starts the threads. mem is the memory tier the disk
+ * tier pins and promotes items in; seed its hash seed. On failure *why
+ * says what went wrong. Errors: TC_EBUSY (another process holds the
+ * directory), TC_EFORMAT, TC_EIO, TC_ENOSPC, TC_ENOMEM, TC_EINVAL.
+ */
+tc_status disk_open(const disk_config *cfg, mem *m, disk **out,
+                    disk_recovery *rec, char *why, size_t why_len);
+
+/* Writes what is queued, makes it durable, indexes it, stops the threads
+ * and closes the directory. disk_close(NULL) does nothing. */
+void disk_close(disk **d);
+
+/* Called when a logged record is durable (or could not be written: then
+ * st is the error). Runs on the journal writer's thread. */
+typedef void (*disk_wake_fn)(void *arg, tc_status st);
+
+/*
+ * Logs a change; call with the item's shard lock held. type is a SEG_*
+ * record type; it is the item changed (SET: the new item; DELETE: the
+ * tombstone naming the key; TOUCH: the item, exptime its new expiry) or
+ * NULL for SEG_FLUSH (exptime: when it takes effect; scheduled: a delayed
+ * flush not yet due). The journal takes a reference on it and sets
+ * ITEM_PINNED. wake, if not NULL, is called once the record is durable
+ * (sync durability) or written (other modes). Returns the record's LSN.
+ */
+uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
+                  bool scheduled, disk_wake_fn wake, void *wake_arg);
+
+/* A delayed flush not yet due when the directory was opened (its unix
+ * time), or 0. */
+int64_t disk_pending_flush(const disk *d);
+
+/* The LSN of the newest flush: records of a lower LSN are flushed. */
+uint64_t disk_flush_lsn(disk *d);
+
+/* True when so much is logged and not yet indexed that the server should
+ * stop taking requests until the journal catches up. */
+bool disk_congested(const disk *d);
+
+/* The durability mode writes wait for. */
+tc_durability disk_durability(const disk *d);
+
+/* False only when no key of hash h is on disk. */
+bool disk_maybe(disk *d, uint64_t h);
+
+/* Completion of a load: TC_OK with a reference to the item (the caller
+ * releases it), TC_ENOTFOUND, or an error (TC_EIO, TC_ECORRUPT). */
+typedef void (*disk_load_fn)(void *arg, tc_status st, struct tc_item *it);
+
+/*
+ * Loads key from disk and promotes it to the memory tier; fn is called
+ * once, on a reader thread (or before disk_load returns, for an error).
+ * The key is copied.
+ */
+void disk_load(disk *d, uint64_t h, const void *key, size_t klen,
+               disk_load_fn fn, void *arg);
+
+/* The disk tier's statistics (names in disk.c). */
+void disk_stats(disk *d, tc_stat_fn fn, void *arg);
+
+/* The I/O backend in use: "io_uring" or "threads". */
+const char *disk_backend_name(const disk *d);
+
+#endif /* TC_DISK_H */

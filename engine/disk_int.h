@@ -1,0 +1,159 @@
+/*
+ * disk_int.h - the disk tier's private state, shared by disk.c (open,
+ * close, segments, stats), journal.c (the queue and the journal writer),
+ * indexer.c (the index writer), recover.c and reader.c.
+ *
+ * A logged change travels as one jr_entry through three lists:
+ *   queue   (q_*, under q_lock): logged, not yet written;
+ *   written (the journal writer's own): written, waiting for fdatasync
+ *           (async durability);
+ *   index   (ix_*, under ix_lock): durable, waiting for the index writer.
+ * The index writer then recycles the entry (q_free, under q_lock). The
+ * entry holds a reference on its item for the whole trip.
+ *
+ * Segments: the table segs[] (under seg_lock) lists every segment file
+ * with an fd open for reading; the journal writer appends to the last.
+ * Live bytes per segment (bytes of records the index points at) are kept
+ * by the index writer, for reclaim and stats.
+ */
+#ifndef TC_DISK_INT_H
+#define TC_DISK_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "disk.h"
+#include "filter.h"
+#include "idx.h"
+#include "io.h"
+#include "mem.h"
+#include "seg.h"
+#include "zc.h"
+
+typedef struct jr_entry {
+    struct jr_entry *next;
+    uint64_t lsn;
+    uint8_t type;
+    bool scheduled;        /* SEG_FLUSH: a delayed flush, not yet due */
+    struct tc_item *item;  /* a reference; NULL for SEG_FLUSH */
+    uint32_t exptime;      /* SEG_TOUCH, SEG_FLUSH */
+    size_t cost;           /* bytes counted in d->unindexed */
+    disk_wake_fn wake;
+    void *wake_arg;
+    /* Where the writer put it. */
+    uint64_t seg;
+    uint32_t off;
+    uint32_t len;
+    uint8_t codec;
+} jr_entry;
+
+typedef struct seg_info {
+    uint64_t id;
+    int fd;
+    uint64_t live; /* bytes of records the index points at */
+} seg_info;
+
+struct disk {
+    disk_config cfg;
+    mem *m;
+    int dirfd;
+    int lockfd;
+    idx *ix;
+    filter *filt;
+    idx_meta meta; /* the index writer's (recovery's before it starts) */
+
+    /* The queue of logged records. */
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;
+    jr_entry *q_head;
+    jr_entry *q_tail;
+    size_t q_bytes;
+    uint64_t next_lsn;
+    jr_entry *q_free;
+    bool stopping;
+    _Atomic size_t unindexed; /* logged and not yet indexed, bytes */
+    _Atomic uint64_t flush_lsn;
+    int64_t pending_flush_at; /* meta.flush_at as found at open */
+
+    /* The journal writer. */
+    pthread_t writer;
+    bool writer_started;
+    io_queue *wq;
+    zc *wz;
+    unsigned char *wbuf;
+    size_t wbuf_cap;
+    uint64_t cur_seg; /* the segment being appended to */
+    int cur_fd;
+    uint64_t cur_off; /* where the next record goes */
+
+    /* The index writer. */
+    pthread_t indexer;
+    bool indexer_started;
+    pthread_mutex_t ix_lock;
+    pthread_cond_t ix_cond;
+    jr_entry *ix_head;
+    jr_entry *ix_tail;
+    bool ix_stop;
+    bool ix_idle; /* waiting, with nothing to do: disk_close's barrier */
+
+    /* The reader. */
+    struct disk_reader *rd;
+
+    /* Segments. */
+    pthread_mutex_t seg_lock;
+    seg_info *segs;
+    size_t nsegs;
+    size_t segcap;
+
+    /* Statistics (relaxed atomics). */
+    _Atomic uint64_t st_journal_bytes;
+    _Atomic uint64_t st_journal_records;
+    _Atomic uint64_t st_fsyncs;
+    _Atomic uint64_t st_fsync_us_total;
+    _Atomic uint64_t st_fsync_us_max;
+    _Atomic uint64_t st_disk_reads;
+    _Atomic uint64_t st_disk_read_errors;
+    _Atomic uint64_t st_write_errors;
+    _Atomic uint64_t st_index_batches;
+    _Atomic uint64_t st_index_records;
+    _Atomic uint64_t st_raw_bytes;
+    _Atomic uint64_t st_stored_bytes;
+    _Atomic uint64_t st_durable_lsn;
+    _Atomic uint64_t st_indexed_lsn;
+    _Atomic int st_last_errno;
+    disk_recovery rec;
+    uint32_t fsync_hist[64]; /* fdatasync latency, log2 buckets of us */
+};
+
+/* journal.c */
+tc_status journal_start(disk *d);
+void journal_stop(disk *d);
+jr_entry *journal_entry_new(disk *d); /* with q_lock held */
+void journal_entry_free(disk *d, jr_entry *e);
+
+/* indexer.c */
+tc_status indexer_start(disk *d);
+void indexer_stop(disk *d);
+/* Hands durable entries to the index writer. */
+void indexer_push(disk *d, jr_entry *head, jr_entry *tail);
+
+/* recover.c: replays the journal past the checkpoint into the index and
+ * finds where the next record goes (d->cur_seg, d->cur_off). */
+tc_status recover_run(disk *d, char *why, size_t why_len);
+
+/* reader.c */
+tc_status reader_start(disk *d);
+void reader_stop(disk *d);
+
+/* disk.c: the segment table. */
+tc_status disk_seg_add(disk *d, uint64_t id, int fd);
+/* An fd of segment id for reading, or -1. */
+int disk_seg_fd(disk *d, uint64_t id);
+void disk_seg_live(disk *d, uint64_t id, int64_t delta);
+/* Creates segment id (file, preallocation, header, directory fsync),
+ * writing through q, and adds it to the table. */
+tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out);
+
+#endif /* TC_DISK_INT_H */

@@ -1,0 +1,294 @@
+/*
+ * indexer.c - the index writer: applies durable journal records to the
+ * LMDB index in large transactions, then updates what depends on the
+ * index: the filter of keys on disk, the live bytes of segments, and the
+ * items pinned in memory, which it unpins.
+ *
+ * Records arrive in LSN order and are applied in it; the meta record
+ * (checkpoint LSN, where the next record starts, CAS ceiling, flush
+ * state) is written in the same transaction, so a committed checkpoint
+ * always matches the keys. Commits are synchronous (idx.h).
+ *
+ * The filter and the live bytes change only after a commit succeeded: a
+ * failed commit (the map is full) is retried with the same records, and
+ * the filter must not count a key twice or drop one twice. A key "counts"
+ * in the filter when its index entry exists and is not flushed (its LSN is
+ * at least meta.flush_lsn).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "disk_int.h"
+#include "item.h"
+
+#define IX_BATCH_MAX 16384
+/* CAS values are reserved this far ahead of the highest one logged. */
+#define IX_CAS_BLOCK (UINT64_C(1) << 32)
+
+enum { IXOP_ADD, IXOP_REMOVE, IXOP_CLEAR, IXOP_LIVE };
+
+typedef struct ix_op {
+    uint8_t kind;
+    uint64_t h;     /* ADD, REMOVE */
+    uint64_t seg;   /* LIVE */
+    int64_t delta;  /* LIVE */
+} ix_op;
+
+typedef struct ix_ops {
+    ix_op *v;
+    size_t n;
+    size_t cap;
+} ix_ops;
+
+/* Room for n more operations; false when out of memory. Reserved before
+ * a run, so that no operation is ever dropped: a dropped filter add
+ * would hide a key that is on disk. */
+static bool ops_reserve(ix_ops *o, size_t n)
+{
+    if (o->cap - o->n >= n)
+        return true;
+    size_t cap = o->n + n;
+    ix_op *v = realloc(o->v, cap * sizeof(*v));
+    if (v == NULL)
+        return false;
+    o->v = v;
+    o->cap = cap;
+    return true;
+}
+
+static void ops_push(ix_ops *o, ix_op op)
+{
+    o->v[o->n++] = op; /* ops_reserve made room: 3 per entry at most */
+}
+
+void indexer_push(disk *d, jr_entry *head, jr_entry *tail)
+{
+    pthread_mutex_lock(&d->ix_lock);
+    if (d->ix_tail != NULL)
+        d->ix_tail->next = head;
+    else
+        d->ix_head = head;
+    d->ix_tail = tail;
+    pthread_cond_signal(&d->ix_cond);
+    pthread_mutex_unlock(&d->ix_lock);
+}
+
+static bool counts(const disk *d, const idx_loc *l)
+{
+    return l->lsn >= d->meta.flush_lsn;
+}
+
+/* Takes a key out of the index, recording what follows from it. */
+static tc_status ix_remove(disk *d, ix_ops *ops, const char *key, size_t klen,
+                           uint64_t h)
+{
+    idx_loc old;
+    tc_status st = idx_del(d->ix, key, klen, &old);
+    if (st == TC_ENOTFOUND)
+        return TC_OK;
+    if (st != TC_OK)
+        return st;
+    ops_push(ops, (ix_op){IXOP_LIVE, 0, old.seg, -(int64_t)old.len});
+    if (counts(d, &old))
+        ops_push(ops, (ix_op){IXOP_REMOVE, h, 0, 0});
+    return TC_OK;
+}
+
+static tc_status ix_apply(disk *d, ix_ops *ops, jr_entry *e,
+                          uint64_t *max_cas)
+{
+    struct tc_item *it = e->item;
+    const char *key = it != NULL ? item_key(it) : NULL;
+    size_t klen = it != NULL ? item_klen(it) : 0;
+    uint64_t h = it != NULL ? mem_hash(d->m, key, klen) : 0;
+    idx_loc loc, old;
+    bool had;
+    tc_status st;
+
+    if (it != NULL && it->cas > *max_cas)
+        *max_cas = it->cas;
+    if (e->seg == 0) /* not written: forget the key (journal.c) */
+        return it != NULL ? ix_remove(d, ops, key, klen, h) : TC_OK;
+    switch (e->type) {
+    case SEG_SET:
+        loc = (idx_loc){
+            .seg = e->seg,
+            .off = e->off,
+            .len = e->len,
+            .lsn = e->lsn,
+            .cas = it->cas,
+            .flags = it->flags,
+            .exptime = item_exptime(it),
+            .raw_len = (uint32_t)item_vlen(it),
+            .codec = e->codec,
+        };
+        st = idx_put(d->ix, key, klen, &loc, &old, &had);
+        if (st != TC_OK)
+            return st;
+        if (had)
+            ops_push(ops, (ix_op){IXOP_LIVE, 0, old.seg, -(int64_t)old.len});
+        ops_push(ops, (ix_op){IXOP_LIVE, 0, e->seg, (int64_t)e->len});
+        if (!had || !counts(d, &old))
+            ops_push(ops, (ix_op){IXOP_ADD, h, 0, 0});
+        return TC_OK;
+    case SEG_DELETE:
+        return ix_remove(d, ops, key, klen, h);
+    case SEG_TOUCH:
+        st = idx_get_w(d->ix, key, klen, &loc);
+        if (st == TC_ENOTFOUND)
+            return TC_OK;
+        if (st != TC_OK)
+            return st;
+        loc.exptime = e->exptime;
+        return idx_put(d->ix, key, klen, &loc, NULL, NULL);
+    case SEG_FLUSH:
+        if (e->scheduled) {
+            d->meta.flush_at = e->exptime;
+        } else {
+            d->meta.flush_lsn = e->lsn;
+            d->meta.flush_at = 0;
+            ops_push(ops, (ix_op){IXOP_CLEAR, 0, 0, 0});
+        }
+        return TC_OK;
+    }
+    return TC_OK;
+}
+
+/* Applies a run of entries in one transaction; retries a failed commit
+ * until it succeeds or the disk tier stops. */
+static void ix_commit_run(disk *d, jr_entry *first, size_t n)
+{
+    ix_ops ops = {0};
+    for (unsigned attempt = 0;; attempt++) {
+        idx_meta saved = d->meta;
+        uint64_t max_cas = 0;
+        ops.n = 0;
+        tc_status st = ops_reserve(&ops, 3 * n + 1) ? idx_begin(d->ix)
+                                                   : TC_ENOMEM;
+        jr_entry *e = first, *last_written = NULL, *last = NULL;
+        for (size_t i = 0; i < n && st == TC_OK; i++, e = e->next) {
+            st = ix_apply(d, &ops, e, &max_cas);
+            if (e->seg != 0)
+                last_written = e;
+            last = e;
+        }
+        if (st == TC_OK) {
+            d->meta.checkpoint_lsn = last->lsn;
+            if (last_written != NULL) {
+                d->meta.next_seg = last_written->seg;
+                d->meta.next_off = (uint64_t)last_written->off +
+                                   last_written->len;
+            }
+            if (max_cas + IX_CAS_BLOCK / 2 > d->meta.cas_ceiling)
+                d->meta.cas_ceiling = max_cas + IX_CAS_BLOCK;
+            st = idx_set_meta(d->ix, &d->meta);
+        }
+        if (st == TC_OK)
+            st = idx_commit(d->ix);
+        else
+            idx_abort(d->ix);
+        if (st == TC_OK)
+            break;
+        d->meta = saved;
+        atomic_store(&d->st_last_errno, st == TC_ENOSPC ? 28 : 5);
+        atomic_fetch_add(&d->st_write_errors, 1);
+        pthread_mutex_lock(&d->ix_lock);
+        bool stop = d->ix_stop;
+        pthread_mutex_unlock(&d->ix_lock);
+        if (stop && attempt > 3)
+            break; /* give up at close: recovery replays them at open */
+        usleep(attempt < 10 ? 10000 : 100000);
+    }
+    for (size_t i = 0; i < ops.n; i++) {
+        ix_op *o = &ops.v[i];
+        switch (o->kind) {
+        case IXOP_ADD:
+            filter_add(d->filt, o->h);
+            break;
+        case IXOP_REMOVE:
+            filter_remove(d->filt, o->h);
+            break;
+        case IXOP_CLEAR:
+            filter_clear(d->filt);
+            break;
+        case IXOP_LIVE:
+            disk_seg_live(d, o->seg, o->delta);
+            break;
+        }
+    }
+    free(ops.v);
+    atomic_fetch_add(&d->st_index_batches, 1);
+    atomic_fetch_add(&d->st_index_records, n);
+}
+
+/* After the commit: unpins the items, gives the entries back. */
+static void ix_release(disk *d, jr_entry *first, size_t n)
+{
+    jr_entry *e = first;
+    for (size_t i = 0; i < n; i++) {
+        jr_entry *next = e->next;
+        atomic_store(&d->st_indexed_lsn, e->lsn);
+        if (e->item != NULL) {
+            mem_unpin(d->m, e->item);
+            tc_item_release(e->item);
+        }
+        atomic_fetch_sub(&d->unindexed, e->cost);
+        journal_entry_free(d, e);
+        e = next;
+    }
+}
+
+static void *indexer_main(void *arg)
+{
+    disk *d = arg;
+    for (;;) {
+        pthread_mutex_lock(&d->ix_lock);
+        while (d->ix_head == NULL && !d->ix_stop) {
+            d->ix_idle = true;
+            pthread_cond_broadcast(&d->ix_cond);
+            pthread_cond_wait(&d->ix_cond, &d->ix_lock);
+        }
+        d->ix_idle = false;
+        jr_entry *batch = d->ix_head;
+        d->ix_head = d->ix_tail = NULL;
+        bool stop = d->ix_stop;
+        pthread_mutex_unlock(&d->ix_lock);
+
+        while (batch != NULL) {
+            size_t n = 0;
+            jr_entry *e = batch, *rest;
+            while (e != NULL && n < IX_BATCH_MAX) {
+                e = e->next;
+                n++;
+            }
+            rest = e;
+            ix_commit_run(d, batch, n);
+            ix_release(d, batch, n);
+            batch = rest;
+        }
+        if (stop)
+            return NULL;
+    }
+}
+
+tc_status indexer_start(disk *d)
+{
+    if (pthread_create(&d->indexer, NULL, indexer_main, d) != 0)
+        return TC_ENOMEM;
+    d->indexer_started = true;
+    return TC_OK;
+}
+
+void indexer_stop(disk *d)
+{
+    if (!d->indexer_started)
+        return;
+    pthread_mutex_lock(&d->ix_lock);
+    d->ix_stop = true;
+    pthread_cond_broadcast(&d->ix_cond);
+    pthread_mutex_unlock(&d->ix_lock);
+    pthread_join(d->indexer, NULL);
+    d->indexer_started = false;
+}

@@ -1,0 +1,461 @@
+/*
+ * journal.c - the queue of logged changes and the journal writer.
+ *
+ * Producers (worker threads, under a shard lock) append to the queue
+ * with disk_log(); the LSN is assigned under the queue's lock, so queue
+ * order is LSN order and, because the shard lock is held too, the order
+ * of changes to one key.
+ *
+ * The journal writer takes the whole queue at once (group commit),
+ * encodes the records into one buffer per segment they go to, writes it
+ * with one operation, and then, as the durability mode says:
+ *   SYNC   fdatasyncs the segment(s) before anything else: the records
+ *          are durable, their waiters are woken, the index gets them;
+ *   ASYNC  keeps the written records until the next fdatasync, which
+ *          happens flush_ms after the previous one (or at close);
+ *   NONE   treats written records as done, never syncs (except at close).
+ * A record that does not fit the rest of the current segment starts the
+ * next one; the rest of the old one stays zero.
+ *
+ * Write errors (ENOSPC, EIO): the batch is not retried; its waiters get
+ * TC_EIO; the index writer takes its keys out of the index (so no older
+ * value of theirs can come back from disk) and unpins its items, which
+ * stay in memory until evicted and are lost at a restart; the error is
+ * counted (stats: disk_write_errors, disk_last_errno) and the writer
+ * goes on with the next batch, which may succeed.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "disk_int.h"
+#include "hash.h"
+#include "item.h"
+
+#define JR_WAIT_IDLE_MS 1000
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+jr_entry *journal_entry_new(disk *d)
+{
+    jr_entry *e = d->q_free;
+    if (e != NULL) {
+        d->q_free = e->next;
+    } else {
+        e = malloc(sizeof(*e));
+        if (e == NULL)
+            return NULL;
+    }
+    memset(e, 0, sizeof(*e));
+    return e;
+}
+
+void journal_entry_free(disk *d, jr_entry *e)
+{
+    pthread_mutex_lock(&d->q_lock);
+    e->next = d->q_free;
+    d->q_free = e;
+    pthread_mutex_unlock(&d->q_lock);
+}
+
+/* Bytes an entry holds in memory until it is indexed. */
+static size_t entry_cost(const struct tc_item *it)
+{
+    return sizeof(jr_entry) +
+           (it != NULL ? SEG_REC_HDR + item_klen(it) + item_vlen(it) : 64);
+}
+
+uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
+                  bool scheduled, disk_wake_fn wake, void *wake_arg)
+{
+    pthread_mutex_lock(&d->q_lock);
+    jr_entry *e = journal_entry_new(d);
+    uint64_t lsn = d->next_lsn++;
+    if (e == NULL) {
+        /* Out of memory for the entry: the change stays in memory only,
+         * like a write the disk refused. */
+        pthread_mutex_unlock(&d->q_lock);
+        atomic_fetch_add(&d->st_write_errors, 1);
+        if (wake != NULL)
+            wake(wake_arg, TC_ENOMEM);
+        return lsn;
+    }
+    e->lsn = lsn;
+    e->type = type;
+    e->scheduled = scheduled;
+    e->exptime = exptime;
+    e->wake = wake;
+    e->wake_arg = wake_arg;
+    if (it != NULL) {
+        e->item = tc_item_ref(it);
+        it->bits |= ITEM_PINNED;
+    }
+    e->cost = entry_cost(it);
+    bool was_empty = d->q_head == NULL;
+    if (was_empty)
+        d->q_head = e;
+    else
+        d->q_tail->next = e;
+    d->q_tail = e;
+    d->q_bytes += e->cost;
+    atomic_fetch_add_explicit(&d->unindexed, e->cost, memory_order_relaxed);
+    if (type == SEG_FLUSH && !scheduled)
+        atomic_store(&d->flush_lsn, lsn);
+    /* The writer sleeps until flush_ms passes; wake it early only when
+     * someone waits for this record or a batch is worth writing. */
+    if (was_empty && (wake != NULL || d->cfg.durability == TC_DURABILITY_SYNC))
+        pthread_cond_signal(&d->q_cond);
+    else if (d->q_bytes >= ((size_t)1 << 20) && d->q_bytes - e->cost < ((size_t)1 << 20))
+        pthread_cond_signal(&d->q_cond);
+    pthread_mutex_unlock(&d->q_lock);
+    return lsn;
+}
+
+uint64_t disk_flush_lsn(disk *d)
+{
+    return atomic_load(&d->flush_lsn);
+}
+
+bool disk_congested(const disk *d)
+{
+    return atomic_load_explicit(&d->unindexed, memory_order_relaxed) >
+           d->cfg.queue_max;
+}
+
+tc_durability disk_durability(const disk *d)
+{
+    return d->cfg.durability;
+}
+
+/* ---- the writer ---- */
+
+static bool wbuf_reserve(disk *d, size_t need)
+{
+    if (need <= d->wbuf_cap)
+        return true;
+    size_t cap = d->wbuf_cap < 65536 ? 65536 : d->wbuf_cap;
+    while (cap < need)
+        cap *= 2;
+    unsigned char *b = realloc(d->wbuf, cap);
+    if (b == NULL)
+        return false;
+    d->wbuf = b;
+    d->wbuf_cap = cap;
+    return true;
+}
+
+/* Runs one operation on the writer's queue and waits for it. */
+static int64_t writer_io(disk *d, io_op *op)
+{
+    io_op *done;
+    if (io_submit(d->wq, op) != TC_OK)
+        return -EBUSY;
+    while (io_reap(d->wq, &done, 1, 1, -1) == 0)
+        ;
+    return done->res;
+}
+
+static void fsync_record(disk *d, uint64_t us)
+{
+    atomic_fetch_add(&d->st_fsyncs, 1);
+    atomic_fetch_add(&d->st_fsync_us_total, us);
+    uint64_t max = atomic_load(&d->st_fsync_us_max);
+    while (us > max && !atomic_compare_exchange_weak(&d->st_fsync_us_max,
+                                                     &max, us))
+        ;
+    unsigned b = 0;
+    while ((us >> b) > 1 && b < 63)
+        b++;
+    /* Only the writer writes the histogram; stats read it racily. */
+    __atomic_fetch_add(&d->fsync_hist[b], 1, __ATOMIC_RELAXED);
+}
+
+/* fdatasync of the current segment (and of a previous one still dirty). */
+static int writer_sync(disk *d, int extra_fd)
+{
+    int fds[2] = {extra_fd, d->cur_fd};
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] < 0 || (i == 0 && fds[0] == fds[1]))
+            continue;
+        io_op op;
+        io_prep_fdatasync(&op, fds[i]);
+        uint64_t t0 = now_us();
+        int64_t r = writer_io(d, &op);
+        fsync_record(d, now_us() - t0);
+        if (r < 0)
+            rc = (int)r;
+    }
+    return rc;
+}
+
+/* Writes n bytes of wbuf at off of the current segment. */
+static int writer_write(disk *d, size_t n, uint64_t off)
+{
+    if (n == 0)
+        return 0;
+    io_op op;
+    io_prep_write(&op, d->cur_fd, d->wbuf, n, off);
+    int64_t r = writer_io(d, &op);
+    if (r < 0)
+        return (int)r;
+    atomic_fetch_add(&d->st_journal_bytes, (uint64_t)n);
+    return 0;
+}
+
+/* Moves to a new segment after the current one. */
+static int writer_next_segment(disk *d)
+{
+    int fd;
+    tc_status st = disk_seg_create(d, d->wq, d->cur_seg + 1, &fd);
+    if (st != TC_OK)
+        return st == TC_ENOSPC ? -ENOSPC : -EIO;
+    d->cur_seg++;
+    d->cur_fd = fd;
+    d->cur_off = SEG_HDR_SIZE;
+    return 0;
+}
+
+/* The value bytes of a record: the item's, compressed when it pays. */
+static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
+                                         unsigned char **scratch,
+                                         size_t *scratch_cap)
+{
+    struct tc_item *it = e->item;
+    size_t vlen = item_vlen(it);
+    const unsigned char *v = (const unsigned char *)item_value(it);
+    r->codec = SEG_RAW;
+    r->stored_len = r->raw_len = (uint32_t)vlen;
+    if (d->wz == NULL || vlen < d->cfg.compress_min)
+        return v;
+    size_t bound = zc_bound(vlen);
+    if (bound > *scratch_cap) {
+        unsigned char *s = realloc(*scratch, bound);
+        if (s == NULL)
+            return v;
+        *scratch = s;
+        *scratch_cap = bound;
+    }
+    size_t out_len;
+    if (zc_compress(d->wz, v, vlen, *scratch, bound, &out_len) != ZC_ZSTD)
+        return v;
+    r->codec = SEG_ZSTD;
+    r->stored_len = (uint32_t)out_len;
+    return *scratch;
+}
+
+/*
+ * Encodes and writes a batch. Returns 0, or -errno of the first write
+ * that failed (the entries from that one on are marked failed: seg 0).
+ * *extra_fd is set to a previous segment written to and not yet synced.
+ */
+static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
+{
+    static const unsigned char no_key[1] = {0};
+    unsigned char *scratch = NULL;
+    size_t scratch_cap = 0, used = 0;
+    uint64_t start = d->cur_off;
+    int rc = 0;
+
+    for (jr_entry *e = batch; e != NULL; e = e->next) {
+        seg_rec r = {0};
+        const unsigned char *key = no_key, *val = NULL;
+        r.lsn = e->lsn;
+        r.type = e->type;
+        if (e->item != NULL) {
+            key = (const unsigned char *)item_key(e->item);
+            r.klen = (uint8_t)item_klen(e->item);
+            r.flags = e->item->flags;
+            r.cas = e->item->cas;
+            r.exptime = e->type == SEG_TOUCH ? e->exptime
+                                             : item_exptime(e->item);
+        } else {
+            r.exptime = e->exptime;
+            r.flags = e->scheduled ? 1 : 0;
+        }
+        if (e->type == SEG_SET)
+            val = record_value(d, e, &r, &scratch, &scratch_cap);
+        size_t size = seg_rec_size(r.klen, r.stored_len);
+        if (rc == 0 && d->cur_off + used + size > d->cfg.segment_size) {
+            rc = writer_write(d, used, start);
+            if (rc == 0) {
+                if (*extra_fd >= 0 && *extra_fd != d->cur_fd)
+                    rc = writer_sync(d, *extra_fd); /* at most one pending */
+                *extra_fd = d->cur_fd;
+                if (rc == 0)
+                    rc = writer_next_segment(d);
+            }
+            used = 0;
+            start = d->cur_off;
+        }
+        if (rc == 0 && !wbuf_reserve(d, used + size))
+            rc = -ENOMEM;
+        if (rc != 0) {
+            e->seg = 0; /* not written */
+            continue;
+        }
+        seg_rec_encode(d->wbuf + used, &r, key, val);
+        e->seg = d->cur_seg;
+        e->off = (uint32_t)(d->cur_off + used);
+        e->len = (uint32_t)size;
+        e->codec = r.codec;
+        used += size;
+        atomic_fetch_add(&d->st_raw_bytes, r.raw_len);
+        atomic_fetch_add(&d->st_stored_bytes, r.stored_len);
+    }
+    if (rc == 0)
+        rc = writer_write(d, used, start);
+    if (rc == 0)
+        d->cur_off = start + used;
+    free(scratch);
+    return rc;
+}
+
+/* Entries done with the journal: wakes their waiters and hands them all
+ * to the index writer, the failed ones marked (seg 0): it takes their
+ * keys out of the index, so that once their items leave memory no older
+ * value of theirs can be read back from disk. */
+static void writer_finish(disk *d, jr_entry *head, int rc)
+{
+    jr_entry *tail = NULL;
+    for (jr_entry *e = head; e != NULL; e = e->next) {
+        if (rc != 0)
+            e->seg = 0;
+        if (e->seg == 0)
+            atomic_fetch_add(&d->st_write_errors, 1);
+        else
+            atomic_store(&d->st_durable_lsn, e->lsn);
+        if (e->wake != NULL)
+            e->wake(e->wake_arg, e->seg == 0 ? TC_EIO : TC_OK);
+        e->wake = NULL;
+        tail = e;
+    }
+    if (head != NULL)
+        indexer_push(d, head, tail);
+}
+
+static void *writer_main(void *arg)
+{
+    disk *d = arg;
+    jr_entry *written = NULL, *written_tail = NULL; /* waiting for a sync */
+    int written_rc = 0;
+    int extra_fd = -1;
+    uint64_t last_sync = now_us();
+    const uint64_t period = (uint64_t)d->cfg.flush_ms * 1000u;
+
+    for (;;) {
+        pthread_mutex_lock(&d->q_lock);
+        while (d->q_head == NULL && !d->stopping) {
+            uint64_t wait_ms = JR_WAIT_IDLE_MS;
+            if (written != NULL) {
+                uint64_t due = last_sync + period, now = now_us();
+                if (due <= now)
+                    break;
+                wait_ms = (due - now + 999) / 1000;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)(wait_ms / 1000);
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&d->q_cond, &d->q_lock, &ts);
+        }
+        jr_entry *batch = d->q_head;
+        d->q_head = d->q_tail = NULL;
+        d->q_bytes = 0;
+        bool stopping = d->stopping;
+        pthread_mutex_unlock(&d->q_lock);
+
+        if (batch != NULL) {
+            int rc = writer_write_batch(d, batch, &extra_fd);
+            if (rc != 0)
+                atomic_store(&d->st_last_errno, -rc);
+            uint64_t n = 0;
+            for (jr_entry *e = batch; e != NULL; e = e->next)
+                n++;
+            atomic_fetch_add(&d->st_journal_records, n);
+            if (d->cfg.durability == TC_DURABILITY_NONE) {
+                writer_finish(d, batch, rc);
+            } else {
+                jr_entry *t = batch;
+                while (t->next != NULL)
+                    t = t->next;
+                if (written_tail != NULL)
+                    written_tail->next = batch;
+                else
+                    written = batch;
+                written_tail = t;
+                if (rc != 0)
+                    written_rc = rc;
+            }
+        }
+        bool due = written != NULL &&
+                   (d->cfg.durability == TC_DURABILITY_SYNC || stopping ||
+                    now_us() >= last_sync + period);
+        if (due) {
+            int rc = writer_sync(d, extra_fd);
+            extra_fd = -1;
+            last_sync = now_us();
+            if (rc != 0)
+                atomic_store(&d->st_last_errno, -rc);
+            writer_finish(d, written, written_rc != 0 ? written_rc : rc);
+            written = written_tail = NULL;
+            written_rc = 0;
+        }
+        if (stopping && batch == NULL && written == NULL) {
+            if (d->cfg.durability == TC_DURABILITY_NONE)
+                writer_sync(d, extra_fd); /* a clean close keeps it all */
+            return NULL;
+        }
+    }
+}
+
+tc_status journal_start(disk *d)
+{
+    io_config ic = {.backend = d->cfg.backend, .depth = 8, .pool_threads = 1};
+    tc_status st = io_queue_new(&ic, &d->wq);
+    if (st != TC_OK)
+        return st;
+    if (d->cfg.compress_level > 0) {
+        st = zc_new(d->cfg.compress_level, d->cfg.compress_min, &d->wz);
+        if (st != TC_OK)
+            return st;
+    }
+    if (pthread_create(&d->writer, NULL, writer_main, d) != 0)
+        return TC_ENOMEM;
+    d->writer_started = true;
+    return TC_OK;
+}
+
+void journal_stop(disk *d)
+{
+    if (d->writer_started) {
+        pthread_mutex_lock(&d->q_lock);
+        d->stopping = true;
+        pthread_cond_signal(&d->q_cond);
+        pthread_mutex_unlock(&d->q_lock);
+        pthread_join(d->writer, NULL);
+        d->writer_started = false;
+    }
+    io_queue_free(&d->wq);
+    zc_free(&d->wz);
+    free(d->wbuf);
+    d->wbuf = NULL;
+    d->wbuf_cap = 0;
+    jr_entry *e = d->q_free;
+    while (e != NULL) {
+        jr_entry *next = e->next;
+        free(e);
+        e = next;
+    }
+    d->q_free = NULL;
+}

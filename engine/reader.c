@@ -1,0 +1,299 @@
+/*
+ * reader.c - loads keys from disk: the disk-read stage.
+ *
+ * One thread owns an I/O queue (io_uring, or the thread pool) and an index
+ * reader. It takes load requests from any thread, looks each key up in
+ * the index (an LMDB read, which may fault pages in: that is why it is
+ * done here and not on a server's event loop), reads the record with the
+ * queue, many at once, checks it (CRC, key, LSN), decompresses it, and
+ * promotes the item to the memory tier unless a newer version is there or
+ * the index moved on meanwhile (mem_promote checks both under the shard
+ * lock, so a promotion never replaces a newer value).
+ *
+ * A key whose index entry is flushed (LSN below the newest flush) or
+ * expired is reported absent without a read.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "disk_int.h"
+#include "item.h"
+
+#define RD_DEPTH 64
+
+typedef struct rd_job {
+    struct rd_job *next;
+    uint64_t h;
+    disk_load_fn fn;
+    void *arg;
+    idx_loc loc;
+    unsigned char *buf;
+    io_op op;
+    size_t klen;
+    char key[TC_KEY_MAX];
+} rd_job;
+
+typedef struct disk_reader {
+    disk *d;
+    pthread_t thread;
+    bool started;
+    int efd;
+    pthread_mutex_t lock;
+    rd_job *head;
+    rd_job *tail;
+    bool stop;
+    io_queue *q;
+    idx_reader *ir;
+    zc *z;
+    rd_job *blocked; /* looked up, waiting for room in the queue */
+    rd_job *blocked_tail;
+} disk_reader;
+
+void disk_load(disk *d, uint64_t h, const void *key, size_t klen,
+               disk_load_fn fn, void *arg)
+{
+    disk_reader *r = d->rd;
+    rd_job *j = malloc(sizeof(*j));
+    if (j == NULL) {
+        fn(arg, TC_ENOMEM, NULL);
+        return;
+    }
+    j->next = NULL;
+    j->h = h;
+    j->fn = fn;
+    j->arg = arg;
+    j->buf = NULL;
+    j->klen = klen;
+    memcpy(j->key, key, klen);
+    pthread_mutex_lock(&r->lock);
+    bool was_empty = r->head == NULL;
+    if (was_empty)
+        r->head = j;
+    else
+        r->tail->next = j;
+    r->tail = j;
+    pthread_mutex_unlock(&r->lock);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t n = write(r->efd, &one, sizeof(one));
+        (void)n; /* the counter cannot overflow in practice */
+    }
+}
+
+static void rd_finish(rd_job *j, tc_status st, struct tc_item *it)
+{
+    j->fn(j->arg, st, it);
+    free(j->buf);
+    free(j);
+}
+
+typedef struct rd_check {
+    disk_reader *r;
+    const rd_job *j;
+} rd_check;
+
+/* Under the shard lock: does the index still point at what was read? */
+static bool rd_still_current(void *arg)
+{
+    rd_check *c = arg;
+    idx_loc now;
+    idx_reader_reset(c->r->ir);
+    tc_status st = idx_lookup(c->r->ir, c->j->key, c->j->klen, &now);
+    idx_reader_reset(c->r->ir);
+    return st == TC_OK && now.lsn == c->j->loc.lsn && now.seg == c->j->loc.seg &&
+           now.off == c->j->loc.off;
+}
+
+/* A read completed: checks, decodes, promotes, answers. */
+static void rd_complete(disk_reader *r, rd_job *j)
+{
+    disk *d = r->d;
+    seg_rec rec;
+    const unsigned char *key, *val;
+
+    if (j->op.res != (int64_t)j->loc.len ||
+        seg_rec_decode(j->buf, j->loc.len, &rec, &key, &val) != j->loc.len ||
+        rec.type != SEG_SET || rec.lsn != j->loc.lsn ||
+        rec.klen != j->klen || memcmp(key, j->key, j->klen) != 0 ||
+        rec.raw_len != j->loc.raw_len) {
+        atomic_fetch_add(&d->st_disk_read_errors, 1);
+        rd_finish(j, j->op.res < 0 ? TC_EIO : TC_ECORRUPT, NULL);
+        return;
+    }
+    struct tc_item *it = mem_item_alloc(d->m, j->key, j->klen, rec.raw_len);
+    if (it == NULL) {
+        rd_finish(j, TC_ENOMEM, NULL);
+        return;
+    }
+    if (rec.codec == SEG_ZSTD) {
+        if (r->z == NULL ||
+            zc_decompress(r->z, ZC_ZSTD, val, rec.stored_len,
+                          item_value(it), rec.raw_len) != TC_OK) {
+            item_unref(it);
+            atomic_fetch_add(&d->st_disk_read_errors, 1);
+            rd_finish(j, TC_ECORRUPT, NULL);
+            return;
+        }
+    } else if (rec.raw_len > 0) {
+        memcpy(item_value(it), val, rec.raw_len);
+    }
+    it->flags = rec.flags;
+    it->cas = rec.cas;
+    /* The index may hold a newer expiry than the record (a touch). */
+    item_set_exptime(it, j->loc.exptime);
+    rd_check c = {r, j};
+    mem_promote(d->m, j->h, it, d->cfg.now(d->cfg.now_arg), rd_still_current,
+                &c);
+    rd_finish(j, TC_OK, it); /* the caller gets our reference */
+}
+
+/* Looks a new job up and starts its read (or answers it at once). */
+static void rd_start(disk_reader *r, rd_job *j)
+{
+    disk *d = r->d;
+    tc_status st = idx_lookup(r->ir, j->key, j->klen, &j->loc);
+    if (st != TC_OK) {
+        rd_finish(j, st == TC_ENOTFOUND ? TC_ENOTFOUND : TC_EIO, NULL);
+        return;
+    }
+    uint32_t now = d->cfg.now(d->cfg.now_arg);
+    if (j->loc.lsn < disk_flush_lsn(d) ||
+        (j->loc.exptime != 0 && j->loc.exptime <= now)) {
+        rd_finish(j, TC_ENOTFOUND, NULL);
+        return;
+    }
+    int fd = disk_seg_fd(d, j->loc.seg);
+    j->buf = malloc(j->loc.len);
+    if (fd < 0 || j->buf == NULL) {
+        rd_finish(j, fd < 0 ? TC_ENOTFOUND : TC_ENOMEM, NULL);
+        return;
+    }
+    io_prep_read(&j->op, fd, j->buf, j->loc.len, j->loc.off);
+    j->op.user = j;
+    if (io_submit(r->q, &j->op) != TC_OK) {
+        j->next = NULL;
+        if (r->blocked_tail != NULL)
+            r->blocked_tail->next = j;
+        else
+            r->blocked = j;
+        r->blocked_tail = j;
+        return;
+    }
+    atomic_fetch_add(&d->st_disk_reads, 1);
+}
+
+static void rd_reap(disk_reader *r, int timeout_ms)
+{
+    io_op *done[RD_DEPTH];
+    unsigned n = io_reap(r->q, done, RD_DEPTH, 0, timeout_ms);
+    for (unsigned i = 0; i < n; i++)
+        rd_complete(r, done[i]->user);
+    /* Room again: start the reads that waited for it. */
+    while (r->blocked != NULL &&
+           io_queue_inflight(r->q) < RD_DEPTH) {
+        rd_job *j = r->blocked;
+        r->blocked = j->next;
+        if (r->blocked == NULL)
+            r->blocked_tail = NULL;
+        if (io_submit(r->q, &j->op) != TC_OK) {
+            j->next = r->blocked;
+            r->blocked = j;
+            if (r->blocked_tail == NULL)
+                r->blocked_tail = j;
+            break;
+        }
+        atomic_fetch_add(&r->d->st_disk_reads, 1);
+    }
+}
+
+static void *rd_main(void *arg)
+{
+    disk_reader *r = arg;
+    for (;;) {
+        struct pollfd pf[2] = {{r->efd, POLLIN, 0},
+                               {io_queue_fd(r->q), POLLIN, 0}};
+        poll(pf, 2, 1000);
+        if (pf[0].revents & POLLIN) {
+            uint64_t v;
+            ssize_t n = read(r->efd, &v, sizeof(v));
+            (void)n;
+        }
+        pthread_mutex_lock(&r->lock);
+        rd_job *jobs = r->head;
+        r->head = r->tail = NULL;
+        bool stop = r->stop;
+        pthread_mutex_unlock(&r->lock);
+
+        while (jobs != NULL) {
+            rd_job *next = jobs->next;
+            rd_start(r, jobs);
+            jobs = next;
+        }
+        idx_reader_reset(r->ir);
+        io_flush(r->q);
+        rd_reap(r, 0);
+        if (stop && io_queue_inflight(r->q) == 0 && r->blocked == NULL) {
+            pthread_mutex_lock(&r->lock);
+            bool more = r->head != NULL;
+            pthread_mutex_unlock(&r->lock);
+            if (!more)
+                return NULL;
+        }
+        if (stop)
+            rd_reap(r, 10);
+    }
+}
+
+tc_status reader_start(disk *d)
+{
+    disk_reader *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return TC_ENOMEM;
+    r->d = d;
+    d->rd = r;
+    pthread_mutex_init(&r->lock, NULL);
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->efd < 0)
+        return TC_EIO;
+    io_config ic = {.backend = d->cfg.backend, .depth = RD_DEPTH,
+                    .pool_threads = 4};
+    tc_status st = io_queue_new(&ic, &r->q);
+    if (st == TC_OK)
+        st = idx_reader_new(d->ix, &r->ir);
+    if (st == TC_OK)
+        st = zc_new(0, 0, &r->z);
+    if (st != TC_OK)
+        return st;
+    if (pthread_create(&r->thread, NULL, rd_main, r) != 0)
+        return TC_ENOMEM;
+    r->started = true;
+    return TC_OK;
+}
+
+void reader_stop(disk *d)
+{
+    disk_reader *r = d->rd;
+    if (r == NULL)
+        return;
+    if (r->started) {
+        pthread_mutex_lock(&r->lock);
+        r->stop = true;
+        pthread_mutex_unlock(&r->lock);
+        uint64_t one = 1;
+        ssize_t n = write(r->efd, &one, sizeof(one));
+        (void)n;
+        pthread_join(r->thread, NULL);
+    }
+    io_queue_free(&r->q);
+    idx_reader_free(&r->ir);
+    zc_free(&r->z);
+    if (r->efd >= 0)
+        close(r->efd);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+    d->rd = NULL;
+}

@@ -1,0 +1,694 @@
+/*
+ * test_disk.c - the disk tier through the public API: items survive a
+ * close and reopen with their flags, expiry and CAS; deletions, touches and
+ * flushes survive too; CAS values never go backwards; a working set far
+ * larger than memory is served from disk; a miss costs no disk read;
+ * every operation works on items that are only on disk; the journal
+ * rebuilds a lost index; damage is cut or skipped and counted, never read
+ * back as a value; another format version and a second process are
+ * refused.
+ *
+ * Every test runs once per I/O backend (the test list below is doubled);
+ * where io_uring cannot work, its half reports a named skip.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "seg.h"
+#include "tcutil.h"
+
+static const char *backend = "threads";
+static char dir[256];
+
+/* ---- helpers ---- */
+
+static void rm_rf(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                continue;
+            char p[512];
+            snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
+            struct stat sb;
+            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+                rm_rf(p);
+            else
+                unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+static void fresh_dir(void)
+{
+    if (dir[0] != '\0')
+        rm_rf(dir);
+    snprintf(dir, sizeof(dir), "/tmp/tc-disk-XXXXXX");
+    TCT_CHECK(mkdtemp(dir) != NULL);
+}
+
+static void cfg_disk(tc_config *cfg, tcu_clock *clk)
+{
+    tcu_config(cfg, clk);
+    cfg->dir = dir;
+    cfg->disk_size = (uint64_t)64 << 20;
+    cfg->io_backend = backend;
+    cfg->flush_ms = 5;
+}
+
+static tc_engine *open_disk(tcu_clock *clk)
+{
+    tc_config cfg;
+    char why[512] = "";
+    cfg_disk(&cfg, clk);
+    cfg.errbuf = why;
+    cfg.errbuf_len = sizeof(why);
+    tc_engine *e = NULL;
+    tc_status st = tc_open(&cfg, &e);
+    if (st != TC_OK)
+        printf("# tc_open: %s: %s\n", tc_strerror(st), why);
+    TCT_EQ_ST(st, TC_OK);
+    return e;
+}
+
+static void put(tc_engine *e, const char *k, const char *v, uint32_t flags,
+                int64_t exptime)
+{
+    TCT_EQ_ST(tc_store(e, TC_SET, k, strlen(k), v, strlen(v), flags, exptime,
+                       0, NULL),
+              TC_OK);
+}
+
+/* Checks key holds v (and returns its CAS). */
+static uint64_t expect(tc_engine *e, const char *k, const char *v)
+{
+    tc_item *it = NULL;
+    tc_status st = tc_get(e, k, strlen(k), &it);
+    if (st != TC_OK)
+        printf("# get %s: %s\n", k, tc_status_name(st));
+    TCT_EQ_ST(st, TC_OK);
+    tc_view view;
+    tc_item_view(it, &view);
+    TCT_EQ_MEM(view.value, view.value_len, v);
+    uint64_t cas = view.cas;
+    tc_item_release(it);
+    return cas;
+}
+
+static void expect_absent(tc_engine *e, const char *k)
+{
+    tc_item *it = NULL;
+    TCT_EQ_ST(tc_get(e, k, strlen(k), &it), TC_ENOTFOUND);
+}
+
+/* The value of key n, deterministic and of varying length. */
+static size_t value_of(unsigned n, char *buf, size_t cap)
+{
+    size_t len = 20 + (n * 37) % 300;
+    if (len > cap)
+        len = cap;
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (char)('a' + (n + i * 7) % 26);
+    return len;
+}
+
+/* ---- tests ---- */
+
+static void restart_keeps_items(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    char key[64], val[400];
+    uint64_t cas[500];
+    for (unsigned i = 0; i < 500; i++) {
+        size_t kl = tcu_key(key, "k:", i);
+        size_t vl = value_of(i, val, sizeof(val));
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, vl, i * 3, i % 2 ? 0 : 3600,
+                           0, &cas[i]),
+                  TC_OK);
+    }
+    tc_close(e);
+
+    e = open_disk(&clk);
+    TCT_EQ_U64(tcu_stat(e, "curr_items"), 0); /* memory starts empty */
+    TCT_EQ_U64(tcu_stat(e, "disk_items"), 500);
+    for (unsigned i = 0; i < 500; i++) {
+        size_t kl = tcu_key(key, "k:", i);
+        size_t vl = value_of(i, val, sizeof(val));
+        tc_item *it;
+        TCT_EQ_ST(tc_get(e, key, kl, &it), TC_OK);
+        tc_view v;
+        tc_item_view(it, &v);
+        TCT_EQ_U64(v.value_len, vl);
+        TCT_CHECK(memcmp(v.value, val, vl) == 0);
+        TCT_EQ_U64(v.flags, i * 3);
+        TCT_EQ_U64(v.cas, cas[i]);
+        TCT_EQ_INT(v.exptime, i % 2 ? 0 : TCU_T0 + 3600);
+        tc_item_release(it);
+    }
+    TCT_EQ_U64(tcu_stat(e, "get_disk_hits"), 500);
+    /* Promoted: read again from memory. */
+    size_t kl = tcu_key(key, "k:", 7);
+    tc_item *it;
+    TCT_EQ_ST(tc_get(e, key, kl, &it), TC_OK);
+    tc_item_release(it);
+    TCT_EQ_U64(tcu_stat(e, "get_disk_hits"), 500);
+    tc_close(e);
+}
+
+static void changes_survive_restart(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "gone", "x", 0, 0);
+    put(e, "touched", "t", 0, 100);
+    put(e, "ttl", "soon", 0, 10);
+    put(e, "num", "41", 0, 0);
+    put(e, "app", "mid", 0, 0);
+    TCT_EQ_ST(tc_delete(e, "gone", 4), TC_OK);
+    TCT_EQ_ST(tc_touch(e, "touched", 7, 0), TC_OK);
+    uint64_t n;
+    TCT_EQ_ST(tc_incr(e, "num", 3, 1, &n), TC_OK);
+    TCT_EQ_ST(tc_store(e, TC_APPEND, "app", 3, "-end", 4, 0, 0, 0, NULL),
+              TC_OK);
+    TCT_EQ_ST(tc_store(e, TC_PREPEND, "app", 3, "start-", 6, 0, 0, 0, NULL),
+              TC_OK);
+    tc_close(e);
+
+    tcu_clock_add(&clk, 200);
+    e = open_disk(&clk);
+    expect_absent(e, "gone");
+    expect(e, "touched", "t"); /* touched to never expire */
+    expect_absent(e, "ttl");   /* expired while the engine was closed */
+    expect(e, "num", "42");
+    expect(e, "app", "start-mid-end");
+    tc_close(e);
+}
+
+/* Every operation on items that are only on disk. */
+static void operations_on_disk_items(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "a", "1", 5, 0);
+    put(e, "b", "text", 6, 0);
+    put(e, "c", "c", 0, 0);
+    put(e, "d", "d", 0, 0);
+    put(e, "e", "e", 0, 0);
+    put(e, "f", "f", 0, 0);
+    uint64_t cas_c = expect(e, "c", "c");
+    tc_close(e);
+    e = open_disk(&clk);
+    uint64_t n;
+    TCT_EQ_ST(tc_incr(e, "a", 1, 9, &n), TC_OK);
+    TCT_EQ_U64(n, 10);
+    TCT_EQ_ST(tc_incr(e, "b", 1, 9, &n), TC_ENONNUMERIC);
+    TCT_EQ_ST(tc_store(e, TC_ADD, "c", 1, "new", 3, 0, 0, 0, NULL),
+              TC_ENOTSTORED);
+    TCT_EQ_ST(tc_store(e, TC_CAS, "c", 1, "cas", 3, 0, 0, cas_c, NULL),
+              TC_OK);
+    TCT_EQ_ST(tc_store(e, TC_REPLACE, "d", 1, "rep", 3, 0, 0, 0, NULL),
+              TC_OK);
+    TCT_EQ_ST(tc_delete(e, "e", 1), TC_OK);
+    TCT_EQ_ST(tc_delete(e, "nope", 4), TC_ENOTFOUND);
+    TCT_EQ_ST(tc_touch(e, "f", 1, 100), TC_OK);
+    TCT_EQ_ST(tc_store(e, TC_REPLACE, "nope", 4, "x", 1, 0, 0, 0, NULL),
+              TC_ENOTSTORED);
+    tc_item *it;
+    TCT_EQ_ST(tc_gat(e, "b", 1, 50, &it), TC_OK);
+    tc_view v;
+    tc_item_view(it, &v);
+    TCT_EQ_U64(v.flags, 6);
+    TCT_EQ_INT(v.exptime, TCU_T0 + 50);
+    tc_item_release(it);
+    tc_close(e);
+
+    e = open_disk(&clk);
+    expect(e, "a", "10");
+    expect(e, "c", "cas");
+    expect(e, "d", "rep");
+    expect_absent(e, "e");
+    TCT_EQ_ST(tc_get(e, "f", 1, &it), TC_OK);
+    tc_item_view(it, &v);
+    TCT_EQ_INT(v.exptime, TCU_T0 + 100);
+    tc_item_release(it);
+    tc_close(e);
+}
+
+static void cas_never_goes_back(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    uint64_t top = 0;
+    for (int round = 0; round < 3; round++) {
+        tc_engine *e = open_disk(&clk);
+        for (int i = 0; i < 50; i++) {
+            uint64_t cas;
+            char k[16];
+            int kl = snprintf(k, sizeof(k), "c%d", i % 7);
+            TCT_EQ_ST(tc_store(e, TC_SET, k, (size_t)kl, "v", 1, 0, 0, 0, &cas),
+                      TC_OK);
+            TCT_CHECK(cas > top);
+            top = cas;
+        }
+        tc_close(e);
+    }
+}
+
+static void flush_survives_restart(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "old1", "a", 0, 0);
+    put(e, "old2", "b", 0, 0);
+    TCT_EQ_ST(tc_flush(e, 0), TC_OK);
+    put(e, "new", "c", 0, 0);
+    /* A delayed flush, not yet due at close. */
+    put(e, "later", "d", 0, 0);
+    TCT_EQ_ST(tc_flush(e, 100), TC_OK);
+    tc_close(e);
+
+    e = open_disk(&clk);
+    expect_absent(e, "old1");
+    expect_absent(e, "old2");
+    expect(e, "new", "c");
+    expect(e, "later", "d");
+    tc_close(e);
+    tcu_clock_add(&clk, 101);
+    e = open_disk(&clk);
+    expect_absent(e, "later"); /* the delayed flush came due */
+    expect_absent(e, "new");
+    put(e, "after", "e", 0, 0);
+    tc_close(e);
+    e = open_disk(&clk);
+    expect(e, "after", "e");
+    tc_close(e);
+}
+
+/* A working set four times the memory tier, all served. */
+static void working_set_four_times_memory(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.mem_limit = 1 << 20;
+    cfg.item_size_max = 64 << 10;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    char key[64], val[1024];
+    const unsigned n = 4 * 1024; /* 4 MiB of values */
+    memset(val, 0, sizeof(val));
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, "w:", i);
+        snprintf(val, sizeof(val), "value-%u-", i);
+        memset(val + strlen(val), 'w', sizeof(val) - strlen(val));
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0, NULL),
+                  TC_OK);
+    }
+    TCT_CHECK(tcu_stat(e, "evictions") > 0);
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, "w:", i);
+        snprintf(val, sizeof(val), "value-%u-", i);
+        memset(val + strlen(val), 'w', sizeof(val) - strlen(val));
+        tc_item *it;
+        tc_status st = tc_get(e, key, kl, &it);
+        if (st != TC_OK)
+            printf("# %s: %s\n", key, tc_status_name(st));
+        TCT_EQ_ST(st, TC_OK);
+        tc_view v;
+        tc_item_view(it, &v);
+        TCT_EQ_U64(v.value_len, sizeof(val));
+        TCT_CHECK(memcmp(v.value, val, sizeof(val)) == 0);
+        tc_item_release(it);
+    }
+    TCT_CHECK(tcu_stat(e, "get_disk_hits") > n / 2);
+    tc_close(e);
+}
+
+/* A get for a key that exists nowhere reads nothing from disk. */
+static void miss_costs_no_disk_read(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    char key[64];
+    for (unsigned i = 0; i < 2000; i++) {
+        size_t kl = tcu_key(key, "there:", i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, "v", 1, 0, 0, 0, NULL), TC_OK);
+    }
+    tc_close(e);
+    e = open_disk(&clk);
+    uint64_t before = tcu_stat(e, "disk_reads");
+    unsigned misses = 0;
+    for (unsigned i = 0; i < 20000; i++) {
+        size_t kl = tcu_key(key, "absent:", i);
+        tc_item *it;
+        TCT_EQ_ST(tc_get(e, key, kl, &it), TC_ENOTFOUND);
+        misses++;
+    }
+    uint64_t reads = tcu_stat(e, "disk_reads") - before;
+    printf("# %u misses, %llu disk reads (filter false positives)\n", misses,
+           (unsigned long long)reads);
+    TCT_CHECK(reads <= misses / 500); /* well under 0.2% */
+    tc_close(e);
+}
+
+/* The journal alone rebuilds the index. */
+static void lost_index_rebuilt(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    char key[64], val[400];
+    for (unsigned i = 0; i < 300; i++) {
+        size_t kl = tcu_key(key, "r:", i);
+        size_t vl = value_of(i, val, sizeof(val));
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, vl, 0, 0, 0, NULL), TC_OK);
+    }
+    TCT_EQ_ST(tc_delete(e, "r:5", 3), TC_OK);
+    tc_close(e);
+    char p[512];
+    snprintf(p, sizeof(p), "%s/index", dir);
+    rm_rf(p);
+    e = open_disk(&clk);
+    TCT_EQ_U64(tcu_stat(e, "recovery_records"), 301);
+    TCT_EQ_U64(tcu_stat(e, "disk_items"), 299);
+    for (unsigned i = 0; i < 300; i++) {
+        size_t kl = tcu_key(key, "r:", i);
+        size_t vl = value_of(i, val, sizeof(val));
+        tc_item *it;
+        tc_status st = tc_get(e, key, kl, &it);
+        if (i == 5) {
+            TCT_EQ_ST(st, TC_ENOTFOUND);
+            continue;
+        }
+        TCT_EQ_ST(st, TC_OK);
+        tc_view v;
+        tc_item_view(it, &v);
+        TCT_EQ_U64(v.value_len, vl);
+        TCT_CHECK(memcmp(v.value, val, vl) == 0);
+        tc_item_release(it);
+    }
+    tc_close(e);
+}
+
+/* The first segment's path and size. */
+static int first_segment(char *path, size_t cap)
+{
+    char name[32];
+    seg_name(1, name);
+    snprintf(path, cap, "%s/%s", dir, name);
+    return access(path, F_OK);
+}
+
+/* Offsets of the records in a segment file (up to max). */
+static size_t record_offsets(const char *path, size_t *offs, size_t max)
+{
+    int fd = open(path, O_RDONLY);
+    TCT_CHECK(fd >= 0);
+    struct stat sb;
+    fstat(fd, &sb);
+    unsigned char *buf = malloc((size_t)sb.st_size);
+    TCT_CHECK(buf != NULL);
+    TCT_CHECK(pread(fd, buf, (size_t)sb.st_size, 0) == sb.st_size);
+    close(fd);
+    size_t n = 0, off = SEG_HDR_SIZE;
+    while (n < max && off < (size_t)sb.st_size) {
+        seg_rec r;
+        const unsigned char *k, *v;
+        size_t len = seg_rec_decode(buf + off, (size_t)sb.st_size - off, &r,
+                                    &k, &v);
+        if (len == 0)
+            break;
+        offs[n++] = off;
+        off += len;
+    }
+    free(buf);
+    return n;
+}
+
+static void flip_byte(const char *path, size_t off)
+{
+    int fd = open(path, O_RDWR);
+    unsigned char b;
+    TCT_CHECK(pread(fd, &b, 1, (off_t)off) == 1);
+    b ^= 0x5a;
+    TCT_CHECK(pwrite(fd, &b, 1, (off_t)off) == 1);
+    close(fd);
+}
+
+/* Damage in the middle is skipped and counted; the records around it
+ * are served; the damaged one is absent, never a wrong value. */
+static void damage_in_the_middle_skipped(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    char key[64], val[400], path[512];
+    for (unsigned i = 0; i < 100; i++) {
+        size_t kl = tcu_key(key, "m:", i);
+        size_t vl = value_of(i, val, sizeof(val));
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, vl, 0, 0, 0, NULL), TC_OK);
+    }
+    tc_close(e);
+    TCT_EQ_INT(first_segment(path, sizeof(path)), 0);
+    size_t offs[200];
+    TCT_EQ_U64(record_offsets(path, offs, 200), 100);
+    flip_byte(path, offs[40] + SEG_REC_HDR + 2); /* inside record 40 */
+    char p[512];
+    snprintf(p, sizeof(p), "%s/index", dir);
+    rm_rf(p);
+    e = open_disk(&clk);
+    TCT_EQ_U64(tcu_stat(e, "recovery_skipped"), 1);
+    TCT_EQ_U64(tcu_stat(e, "recovery_cut_bytes"), 0);
+    TCT_EQ_U64(tcu_stat(e, "recovery_records"), 99);
+    for (unsigned i = 0; i < 100; i++) {
+        size_t kl = tcu_key(key, "m:", i);
+        size_t vl = value_of(i, val, sizeof(val));
+        tc_item *it;
+        tc_status st = tc_get(e, key, kl, &it);
+        if (i == 40) {
+            TCT_EQ_ST(st, TC_ENOTFOUND);
+            continue;
+        }
+        TCT_EQ_ST(st, TC_OK);
+        tc_view v;
+        tc_item_view(it, &v);
+        TCT_EQ_U64(v.value_len, vl);
+        TCT_CHECK(memcmp(v.value, val, vl) == 0);
+        tc_item_release(it);
+    }
+    tc_close(e);
+}
+
+/* A torn tail is cut: what follows is zeroed, earlier records served,
+ * and writing goes on where they stop. */
+static void torn_tail_cut(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    char key[64], val[400], path[512];
+    for (unsigned i = 0; i < 50; i++) {
+        size_t kl = tcu_key(key, "t:", i);
+        size_t vl = value_of(i, val, sizeof(val));
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, vl, 0, 0, 0, NULL), TC_OK);
+    }
+    tc_close(e);
+    TCT_EQ_INT(first_segment(path, sizeof(path)), 0);
+    size_t offs[100];
+    TCT_EQ_U64(record_offsets(path, offs, 100), 50);
+    flip_byte(path, offs[49] + 10); /* the last record's LSN */
+    char p[512];
+    snprintf(p, sizeof(p), "%s/index", dir);
+    rm_rf(p);
+    e = open_disk(&clk);
+    TCT_CHECK(tcu_stat(e, "recovery_cut_bytes") > 0);
+    TCT_EQ_U64(tcu_stat(e, "recovery_skipped"), 0);
+    TCT_EQ_U64(tcu_stat(e, "recovery_records"), 49);
+    expect_absent(e, "t:49");
+    put(e, "t:new", "after the cut", 0, 0);
+    tc_close(e);
+    rm_rf(p);
+    e = open_disk(&clk);
+    TCT_EQ_U64(tcu_stat(e, "recovery_records"), 50);
+    expect(e, "t:new", "after the cut");
+    tc_close(e);
+}
+
+static void second_process_refused(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    /* flock is per open file description: another open is refused even in
+     * the same process. */
+    tc_config cfg;
+    char why[256] = "";
+    cfg_disk(&cfg, &clk);
+    cfg.errbuf = why;
+    cfg.errbuf_len = sizeof(why);
+    tc_engine *e2 = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e2), TC_EBUSY);
+    TCT_CHECK(strstr(why, "in use") != NULL);
+    tc_close(e);
+    TCT_EQ_ST(tc_open(&cfg, &e2), TC_OK);
+    tc_close(e2);
+}
+
+static void other_format_refused(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "k", "v", 0, 0);
+    tc_close(e);
+    char path[512];
+    TCT_EQ_INT(first_segment(path, sizeof(path)), 0);
+    /* Rewrite the header with format 2 (and a valid checksum). */
+    int fd = open(path, O_RDWR);
+    unsigned char hb[SEG_HDR_SIZE];
+    TCT_CHECK(pread(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
+    seg_header h;
+    TCT_CHECK(seg_header_decode(hb, &h));
+    h.format = 2;
+    seg_header_encode(&h, hb);
+    TCT_CHECK(pwrite(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
+    close(fd);
+    tc_config cfg;
+    char why[256] = "";
+    cfg_disk(&cfg, &clk);
+    cfg.errbuf = why;
+    cfg.errbuf_len = sizeof(why);
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_EFORMAT);
+    TCT_CHECK(strstr(why, "format") != NULL);
+    printf("# %s\n", why);
+}
+
+static void sync_durability_syncs(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.durability = TC_DURABILITY_SYNC;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    uint64_t before = tcu_stat(e, "fsyncs");
+    put(e, "s", "synced", 0, 0);
+    /* The call returned: its record was synced already. */
+    TCT_CHECK(tcu_stat(e, "fsyncs") > before);
+    tc_close(e);
+    e = open_disk(&clk);
+    expect(e, "s", "synced");
+    tc_close(e);
+}
+
+typedef struct async_got {
+    int calls;
+    tc_status st;
+    char value[64];
+} async_got;
+
+static void async_done(void *arg, const tc_result *r)
+{
+    async_got *g = arg;
+    g->calls++;
+    g->st = r->status;
+    if (r->view != NULL)
+        snprintf(g->value, sizeof(g->value), "%.*s", (int)r->view->value_len,
+                 (const char *)r->view->value);
+}
+
+/* The asynchronous form: a disk read completes through the context. */
+static void async_disk_read(void)
+{
+    tcu_clock clk;
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "ak", "from disk", 0, 0);
+    tc_close(e);
+    e = open_disk(&clk);
+    tc_ctx *ctx;
+    TCT_EQ_ST(tc_ctx_new(e, &ctx), TC_OK);
+    async_got g = {0};
+    TCT_EQ_ST(tc_ctx_get(ctx, "ak", 2, async_done, &g), TC_PENDING);
+    TCT_EQ_INT(g.calls, 0);
+    for (int i = 0; i < 1000 && g.calls == 0; i++) {
+        usleep(1000);
+        tc_ctx_run(ctx);
+    }
+    TCT_EQ_INT(g.calls, 1);
+    TCT_EQ_ST(g.st, TC_OK);
+    TCT_CHECK(strcmp(g.value, "from disk") == 0);
+    /* Now in memory: answered at once. */
+    g.calls = 0;
+    TCT_EQ_ST(tc_ctx_get(ctx, "ak", 2, async_done, &g), TC_OK);
+    TCT_EQ_INT(g.calls, 1);
+    tc_ctx_free(ctx);
+    tc_close(e);
+}
+
+/* ---- the run, once per backend ---- */
+
+static bool use_uring(void)
+{
+    io_config ic = {.backend = IO_BACKEND_URING};
+    io_queue *q = NULL;
+    if (io_queue_new(&ic, &q) != TC_OK)
+        return false;
+    io_queue_free(&q);
+    backend = "io_uring";
+    return true;
+}
+
+static const tct_case cases[] = {
+    TCT(restart_keeps_items),          TCT(changes_survive_restart),
+    TCT(operations_on_disk_items),     TCT(cas_never_goes_back),
+    TCT(flush_survives_restart),       TCT(working_set_four_times_memory),
+    TCT(miss_costs_no_disk_read),      TCT(lost_index_rebuilt),
+    TCT(damage_in_the_middle_skipped), TCT(torn_tail_cut),
+    TCT(second_process_refused),       TCT(other_format_refused),
+    TCT(sync_durability_syncs),        TCT(async_disk_read),
+};
+
+int main(int argc, char **argv)
+{
+    size_t n = sizeof(cases) / sizeof(cases[0]);
+    int num = 0, failed = 0;
+    tct_seed_init();
+    /* The threads backend, then io_uring with the same cases (or a named
+     * skip for each when io_uring cannot work here). */
+    backend = "threads";
+    printf("# backend: threads\n");
+    tct_run(argc, argv, cases, n, &num, &failed);
+    if (use_uring()) {
+        printf("# backend: io_uring\n");
+        tct_run(argc, argv, cases, n, &num, &failed);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            if (tct_selected(argc, argv, cases[i].name))
+                printf("ok %d - %s # SKIP io_uring unavailable\n", ++num,
+                       cases[i].name);
+    }
+    printf("1..%d\n", num);
+    if (dir[0] != '\0')
+        rm_rf(dir);
+    return failed > 0 ? 1 : 0;
+}
