@@ -74,15 +74,16 @@ typedef struct io_op {
     void *buf;               /* READ, WRITE */
     const struct iovec *iov; /* WRITEV */
     int iovcnt;
-    size_t len;   /* READ, WRITE: bytes */
+    size_t len;   /* READ, WRITE: bytes; WRITEV: their sum (set by prep) */
     uint64_t off; /* file offset */
     /* The result, when reaped: bytes read or written (0 for FDATASYNC),
      * or -errno. */
     int64_t res;
-    void *user; /* the caller's */
+    void *user; /* the caller's; io_prep_*() leave it alone */
     /* The backend's. */
     struct io_op *next;
     size_t done;
+    void *sim; /* the test layer's record of the operation */
 } io_op;
 
 void io_prep_read(io_op *op, int fd, void *buf, size_t len, uint64_t off);
@@ -94,14 +95,22 @@ void io_prep_fdatasync(io_op *op, int fd);
 
 typedef struct io_queue io_queue;
 
-/* Creates a queue. Errors: TC_EIO (the backend asked for cannot work;
- * see errno), TC_ENOMEM. */
+/* Creates a queue (cfg NULL: all defaults). Errors: TC_EIO (the backend
+ * asked for cannot work, or no eventfd; see errno), TC_EINVAL (depth
+ * above 32768, an unknown backend, TC_IO_BACKEND not one of "threads",
+ * "io_uring", "auto" or empty), TC_ENOMEM. The threads backend starts
+ * min(pool_threads, depth) threads, which block all signals. */
 tc_status io_queue_new(const io_config *cfg, io_queue **out);
-/* Waits for the operations in flight, then frees the queue; *q = NULL. */
+/* Waits for the operations in flight (their buffers must live until it
+ * returns), then frees the queue, dropping completions not reaped;
+ * *q = NULL. NULL or *q NULL: does nothing. */
 void io_queue_free(io_queue **q);
 /* The backend the queue uses: URING or THREADS. */
 io_backend io_queue_backend(const io_queue *q);
-/* Readable while reaped completions wait. */
+/* An eventfd, readable while completions wait to be reaped (io_reap
+ * reads it empty when it takes the last). With io_uring it can also turn
+ * readable for a CQE that only continued a short transfer: io_reap then
+ * returns 0 and clears it. Owned by the queue. */
 int io_queue_fd(const io_queue *q);
 /* Operations submitted and not yet reaped. */
 unsigned io_queue_inflight(const io_queue *q);
@@ -109,7 +118,9 @@ unsigned io_queue_inflight(const io_queue *q);
 /*
  * Hands op to the queue. With io_uring it reaches the kernel at the next
  * io_flush() or io_reap() (or at once when the submission ring is full).
- * TC_EBUSY when depth operations are already in flight.
+ * TC_EBUSY when depth operations are already in flight; TC_EINVAL for
+ * an op not set by io_prep_*() (unknown opcode, negative iovcnt). Errors
+ * of the operation itself come back in op->res.
  */
 tc_status io_submit(io_queue *q, io_op *op);
 /* Sends what io_submit() queued to the kernel (io_uring); no-op else. */
@@ -128,7 +139,8 @@ unsigned io_reap(io_queue *q, io_op **out, unsigned max, unsigned min,
  * -errno.
  */
 
-/* Opens (or creates, with O_CREAT in flags) a file relative to dirfd. */
+/* Opens (or creates, with O_CREAT in flags) a file relative to dirfd
+ * (O_CLOEXEC is added); returns the fd or -errno. */
 int io_file_open(int dirfd, const char *name, int flags, mode_t mode);
 /* Preallocates [0, size) of fd (fallocate; a filesystem without it gets
  * the size by ftruncate). */
@@ -144,11 +156,30 @@ int io_file_sync(int fd);
 /* Closes fd (the test layer forgets it only once it is synced). */
 int io_file_close(int fd);
 
-/* Test layer (see above). */
+/*
+ * Test layer (see above; iosim.c has the model). Its state is the one
+ * process-global state of the engine, so a test enables it in a child
+ * process, before the engine creates queues or touches files, and ends
+ * that process after the power cut. Files are known by device and inode,
+ * whatever descriptor reaches them. Only what goes through this module
+ * is seen: LMDB's own writes, msync and fsyncs are not.
+ *
+ * While it is on, an unlinked file, and a file a rename replaces, keep
+ * their data under a hidden name ".tcsim-<pid>-<n>" in their directory
+ * until the directory is synced; io_file_* calls are serialised, and so
+ * are the thread pool's calls.
+ */
 void io_sim_enable(void);
 bool io_sim_enabled(void);
-/* Undoes everything not on stable storage; returns how many writes,
- * creations and unlinks it undid. The caller then ends the process. */
+/* Makes every later operation fail with -EIO without touching a file,
+ * waits for what the kernel or a pool thread is doing, then undoes
+ * everything not on stable storage. Returns how many changes it undid:
+ * each write, truncation and preallocation not covered by an fdatasync,
+ * each creation, unlink and rename (and each file a rename replaced) not
+ * covered by a sync of its directory; UINT_MAX when the layer could not
+ * keep its records exact (out of memory) or could not restore a file.
+ * Does nothing and returns 0 when the layer is off. The caller then
+ * ends the process (_exit). */
 unsigned io_sim_power_cut(void);
 
 #endif /* TC_IO_H */
