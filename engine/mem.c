@@ -397,9 +397,12 @@ static bool mem_rewrite(mem *m, mem_shard *sh, struct tc_item *old,
                         uint32_t exptime)
 {
     size_t klen = item_klen(old);
+    size_t size = item_size(klen, vlen), old_size = item_total(old);
+    /* Only slab chunks: a larger item is malloc'd to its exact size, and
+     * a same-cost bucket of malloc's says nothing of the bytes we own. */
     if (atomic_load_explicit(&old->refs, memory_order_acquire) != 1 ||
-        vlen >= ITEM_LEN_BIG || item_vlen(old) >= ITEM_LEN_BIG ||
-        slab_cost(item_size(klen, vlen)) != slab_cost(item_total(old)))
+        size > SLAB_CHUNK_MAX || old_size > SLAB_CHUNK_MAX ||
+        slab_cost(size) != slab_cost(old_size))
         return false;
     old->lens = (uint32_t)klen << 24 | (uint32_t)vlen;
     memcpy(item_value(old), value, vlen);
@@ -505,6 +508,10 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
             *cas_out = nit->cas;
         stored = (uintptr_t)nit;
         nit = NULL;
+    } else if (st == TC_ENOMEM && mode == TC_SET && old != NULL) {
+        /* A set that could not be stored must not leave the old value to
+         * be read as if it were the new one (memcached does the same). */
+        mem_unlink_at(m, sh, old, pos);
     }
     pthread_mutex_unlock(&sh->lock);
 
@@ -750,6 +757,11 @@ static tc_status mem_shard_init(mem_shard *sh, unsigned index)
     mem_set_table(sh, slots, MEM_MIN_CAP);
     sh->grow_at = table_grow_at(sh->cap);
     evict_ghost_resize(sh, sh->cap);
+    if (sh->ghost == NULL) {
+        free(sh->slots);
+        sh->slots = NULL;
+        return TC_ENOMEM;
+    }
     pthread_mutex_init(&sh->lock, NULL);
     return TC_OK;
 }

@@ -35,6 +35,8 @@ typedef struct conn {
     size_t rlen; /* bytes in rbuf */
     size_t rcap;
     size_t rneed;   /* size of the incomplete request at rpos, if known */
+    size_t rscan;   /* bytes at rpos known to hold no newline */
+    size_t get_next; /* a multi-get cut short: where its keys resume */
     size_t swallow; /* bytes of a refused data block still to discard */
     out_queue out;
     unsigned pending; /* engine calls not yet completed */
