@@ -24,6 +24,8 @@
 #include "server.h"
 
 #define CONN_OUT_HIGH ((size_t)4 * 1024 * 1024)
+/* A multi-get waits for its pending keys past this many (conn.h). */
+#define CONN_GET_PENDING 16
 
 typedef struct conn {
     worker *w;

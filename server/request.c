@@ -282,7 +282,11 @@ static bool exec_get(conn *c, const mc_request *req)
                                           on_get, op)
                              : tc_ctx_get(ctx, key, klen, on_get, op);
         op_after(op, st);
-        if (c->out.pending >= CONN_OUT_HIGH && pos < req->keys_len) {
+        /* Keys that completed later count too: at most CONN_GET_PENDING
+         * replies of unknown size are in flight per connection. */
+        if ((c->out.pending >= CONN_OUT_HIGH ||
+             c->pending >= CONN_GET_PENDING) &&
+            pos < req->keys_len) {
             c->get_next = pos;
             return false;
         }
