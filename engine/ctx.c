@@ -344,9 +344,21 @@ static tc_status ctx_start(tc_ctx *ctx, engine_op *op, tc_done_fn fn,
     return TC_OK;
 }
 
-static tc_status ctx_bad_key(tc_done_fn fn, void *arg)
+static tc_status ctx_bad_key(tc_ctx *ctx, tc_done_fn fn, void *arg)
 {
     tc_result r = {.status = TC_EKEY};
+    if (ctx->e->cfg.debug_defer) {
+        ctx_job *j = calloc(1, sizeof(*j));
+        if (j != NULL) {
+            j->ctx = ctx;
+            j->fn = fn;
+            j->arg = arg;
+            j->res = r;
+            j->stage = JOB_ANSWER;
+            ctx_push(j);
+            return TC_PENDING;
+        }
+    }
     fn(arg, &r);
     return TC_OK;
 }
@@ -366,7 +378,7 @@ tc_status tc_ctx_get(tc_ctx *ctx, const void *key, size_t klen, tc_done_fn fn,
 {
     engine_op op;
     if (!engine_key_ok(klen))
-        return ctx_bad_key(fn, arg);
+        return ctx_bad_key(ctx, fn, arg);
     ctx_op(ctx, &op, OP_GET, key, klen);
     return ctx_start(ctx, &op, fn, arg);
 }
@@ -376,7 +388,7 @@ tc_status tc_ctx_gat(tc_ctx *ctx, const void *key, size_t klen,
 {
     engine_op op;
     if (!engine_key_ok(klen))
-        return ctx_bad_key(fn, arg);
+        return ctx_bad_key(ctx, fn, arg);
     ctx_op(ctx, &op, OP_GAT, key, klen);
     op.exptime = engine_exptime(exptime, engine_now(ctx->e));
     return ctx_start(ctx, &op, fn, arg);
@@ -389,7 +401,7 @@ tc_status tc_ctx_store(tc_ctx *ctx, tc_store_mode mode, const void *key,
 {
     engine_op op;
     if (!engine_key_ok(klen))
-        return ctx_bad_key(fn, arg);
+        return ctx_bad_key(ctx, fn, arg);
     ctx_op(ctx, &op, OP_STORE, key, klen);
     op.mode = mode;
     op.value = value;
@@ -405,7 +417,7 @@ tc_status tc_ctx_delete(tc_ctx *ctx, const void *key, size_t klen,
 {
     engine_op op;
     if (!engine_key_ok(klen))
-        return ctx_bad_key(fn, arg);
+        return ctx_bad_key(ctx, fn, arg);
     ctx_op(ctx, &op, OP_DELETE, key, klen);
     return ctx_start(ctx, &op, fn, arg);
 }
@@ -415,7 +427,7 @@ tc_status tc_ctx_arith(tc_ctx *ctx, const void *key, size_t klen, int decr,
 {
     engine_op op;
     if (!engine_key_ok(klen))
-        return ctx_bad_key(fn, arg);
+        return ctx_bad_key(ctx, fn, arg);
     ctx_op(ctx, &op, OP_ARITH, key, klen);
     op.decr = decr;
     op.delta = delta;
@@ -427,7 +439,7 @@ tc_status tc_ctx_touch(tc_ctx *ctx, const void *key, size_t klen,
 {
     engine_op op;
     if (!engine_key_ok(klen))
-        return ctx_bad_key(fn, arg);
+        return ctx_bad_key(ctx, fn, arg);
     ctx_op(ctx, &op, OP_TOUCH, key, klen);
     op.exptime = engine_exptime(exptime, engine_now(ctx->e));
     return ctx_start(ctx, &op, fn, arg);

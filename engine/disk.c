@@ -262,6 +262,7 @@ void disk_close(disk **dp)
     journal_stop(d);
     indexer_stop(d);
     reader_stop(d);
+    journal_free_entries(d);
     for (size_t i = 0; i < d->nsegs; i++)
         io_file_close(d->segs[i].fd);
     free(d->segs);

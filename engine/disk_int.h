@@ -132,6 +132,8 @@ tc_status journal_start(disk *d);
 void journal_stop(disk *d);
 jr_entry *journal_entry_new(disk *d); /* with q_lock held */
 void journal_entry_free(disk *d, jr_entry *e);
+/* Frees the recycled entries (at close, once the index writer stopped). */
+void journal_free_entries(disk *d);
 
 /* indexer.c */
 tc_status indexer_start(disk *d);

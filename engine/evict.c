@@ -339,7 +339,12 @@ bool evict_one(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
         if (!small_due && !main_empty)
             return evict_main(m, sh, now, keep);
         int r = SMALL_NONE;
-        if (sh->fill_count > 0)
+        /* The item just stored may be the only fill item: then there is
+         * no need to scan the table to find that out. */
+        const struct tc_item *k = (const struct tc_item *)keep;
+        bool keep_only_fill = sh->fill_count == 1 && k != NULL &&
+                              (k->bits & (ITEM_SMALL | ITEM_RING)) == ITEM_SMALL;
+        if (sh->fill_count > 0 && !keep_only_fill)
             r = evict_fill(m, sh, now, keep);
         if (r == SMALL_NONE) {
             ring_skip_holes(sh);

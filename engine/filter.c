@@ -41,6 +41,7 @@
  */
 #include "filter.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -57,8 +58,11 @@
 #define FILTER_BFS_NODES 512
 /* Sequence counters, chosen by fingerprint (one bit each in a mask). */
 #define FILTER_STRIPES 64
-/* Optimistic lookups before a reader takes the writers' mutex. */
+/* Optimistic lookups before a reader takes the writers' mutex, and
+ * spins waiting for a write section to end (a few microseconds: sections
+ * last well under one, unless the writer was preempted in one). */
 #define FILTER_READ_TRIES 4
+#define FILTER_READ_SPINS 1000
 
 #define LANES_LO UINT64_C(0x0001000100010001)
 #define LANES_HI UINT64_C(0x8000800080008000)
@@ -196,7 +200,7 @@ static tc_status level_init(filter_level *lv, size_t n)
 {
     if (n > SIZE_MAX / sizeof(uint64_t))
         return TC_ENOMEM;
-    lv->b = calloc(n, sizeof(uint64_t));
+    lv->b = calloc(n, sizeof(*lv->b));
     if (lv->b == NULL)
         return TC_ENOMEM;
     lv->n = n;
@@ -207,8 +211,11 @@ tc_status filter_new(size_t expected_keys, filter **out)
 {
     tc_status st = TC_ENOMEM;
     filter *f = NULL;
-    size_t per = FILTER_SLOTS * FILTER_FILL_PCT; /* keys per 100 buckets */
-    size_t n = expected_keys / per * 100 + (expected_keys % per * 100 + per - 1) / per;
+    /* n = ceil(expected_keys * 100 / per) without overflow, per being
+     * the keys 100 buckets hold at the fill aimed at. */
+    size_t per = FILTER_SLOTS * FILTER_FILL_PCT;
+    size_t n = expected_keys / per * 100 +
+               (expected_keys % per * 100 + per - 1) / per;
 
     if (n < FILTER_MIN_BUCKETS)
         n = FILTER_MIN_BUCKETS;
@@ -271,11 +278,13 @@ bool filter_maybe(const filter *f, uint64_t h)
     const _Atomic uint64_t *seq = &f->seq[stripe_of(p.fp)];
     bool found;
 
-    for (int tries = 0; tries < FILTER_READ_TRIES;) {
+    for (unsigned tries = 0, spins = 0; tries < FILTER_READ_TRIES;) {
         uint64_t s1 = atomic_load_explicit(seq, memory_order_acquire);
         if (s1 & 1) {
+            if (++spins == FILTER_READ_SPINS)
+                break; /* the writer is off the CPU: sleep on the mutex */
             cpu_relax();
-            continue; /* a write section is short: wait it out */
+            continue;
         }
         size_t nl = atomic_load_explicit(&f->nlevels, memory_order_acquire);
         /* A fingerprint seen is a right answer whatever happens next. */
@@ -288,8 +297,8 @@ bool filter_maybe(const filter *f, uint64_t h)
             return false;
         tries++;
     }
-    /* Writers kept moving this stripe: look once with them held off. The
-     * mutex is not part of the filter's value, so taking it through a
+    /* Writers kept changing this stripe: look once with them held off.
+     * The mutex is not part of the filter's value, so taking it through a
      * const filter is sound (the filter was never defined const). */
     filter *w = (filter *)f;
     pthread_mutex_lock(&w->lock);
@@ -343,6 +352,7 @@ static void bfs_apply(filter *f, const filter_level *lv, int32_t k,
         size_t from = f->bfs[k].bucket;
         uint64_t w = word_get(lv, from);
         bool ok = bucket_put(lv, dest, lane(w, s));
+        assert(ok);
         (void)ok;
         word_put(lv, from, lane_set(w, s, 0));
         if (f->bfs[k].parent < 0)
@@ -351,7 +361,9 @@ static void bfs_apply(filter *f, const filter_level *lv, int32_t k,
         s = f->bfs[k].slot;
         k = f->bfs[k].parent;
     }
-    bucket_put(lv, f->bfs[k].bucket, fp);
+    bool ok = bucket_put(lv, f->bfs[k].bucket, fp);
+    assert(ok);
+    (void)ok;
     section_end(f, mask);
 }
 
@@ -433,7 +445,8 @@ tc_status filter_add(filter *f, uint64_t h)
     {
         const filter_level *lv = &f->lev[nl];
         bool ok = bucket_put(lv, (size_t)(p.x % lv->n), p.fp);
-        (void)ok; /* a new level is empty */
+        assert(ok); /* a new level is empty */
+        (void)ok;
     }
 added:
     atomic_fetch_add_explicit(&f->count, 1, memory_order_relaxed);

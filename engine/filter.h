@@ -14,16 +14,16 @@
  *   - False positives. A lookup compares the fingerprint with the eight
  *     slots of two buckets per level: at most 8 / 65535 = 0.012% per
  *     full level; measured 0.011% at 90% load, 0.012% when the level is
- *     full (97% of its slots). This is ten to forty times
- *     below the 0.1-0.5% a 12-bit fingerprint would give at 1.6 bytes
- *     per key; the extra 0.6 byte per key buys the room to grow (below)
- *     with the rate still far under 0.5%.
+ *     full (97% of its slots). That is twenty times below the 0.2% that
+ *     12-bit fingerprints would give at 1.6 bytes per key: the extra 0.6
+ *     byte per key buys room to grow (below) with the rate still far
+ *     under 0.5%, and 16-bit slots keep a bucket in one atomic word.
  *   - No false negatives. A hash added and not removed is always found,
  *     while the filter has memory to grow (on TC_ENOMEM it turns into
  *     "everything may be on disk", see filter_add()).
  *   - Growth. When no room can be made for a fingerprint (no free slot
- *     in its buckets in any level, and no path of at most a few cuckoo
- *     moves within a level), a new level twice the size of the newest is
+ *     in its buckets in any level, and no path of cuckoo moves found
+ *     within a level by a search of at most 512 buckets), a new level twice the size of the newest is
  *     added. Lookups check every level, so each full level adds its
  *     0.012%: measured 0.11% after growing from 1024 buckets to 2M keys
  *     (9 levels); twenty doublings (a millionfold growth) stay under
@@ -45,15 +45,23 @@
  * filter_count(), filter_bytes() and filter_levels() at once, together
  * with writers. Writers (filter_add, filter_remove, filter_clear) are
  * serialized by an internal mutex, so the index writer and a deleting
- * thread may both write. Readers take no lock: they read two words per
- * level and check a sequence counter (one of 64, chosen by the
- * fingerprint) that writers bump around changes that take a fingerprint
- * out of a slot (a removal, or the moves of a cuckoo path). A reader
- * whose counter moved looks again; after a few tries it takes the
- * writers' mutex for one lookup, so it never waits long and never makes
- * a writer wait longer than one lookup. An add into a free slot (the
- * common case) does not touch the counters. filter_new() and
- * filter_free() must not run concurrently with any other call.
+ * thread may both write. filter_new() and filter_free() must not run
+ * concurrently with any other call.
+ *
+ * Readers take no lock. A lookup reads one sequence counter (one of 64,
+ * chosen by the fingerprint) and two bucket words per level; when it
+ * finds nothing, it reads the counter again. Writers bump the counter of
+ * a fingerprint around any change that takes it out of a slot (a
+ * removal, the moves of a cuckoo path): a write section of a few stores.
+ * An add into a free slot, the common case, needs no section. So:
+ *   - a lookup costs no atomic read-modify-write and no shared write;
+ *   - a lookup retries only when a section on its stripe overlapped it
+ *     (one in 64 of all sections); after 4 retries, or when a
+ *     section lasts more than about a microsecond (its writer was
+ *     preempted), it sleeps on the writers' mutex and does one lookup
+ *     under it. Readers thus never spin long, and never hold a writer up
+ *     for more than one lookup;
+ *   - writers wait for readers only in that last case, for one lookup.
  */
 #ifndef TC_FILTER_H
 #define TC_FILTER_H

@@ -44,11 +44,11 @@
  * waiting for an SQE would fill the SQ ring.
  */
 #include <errno.h>
-#include <stdio.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -334,6 +334,25 @@ static int ring_submit(io_queue *q)
     return ret;
 }
 
+/* Turns q->pend into SQEs, as many as the SQ ring takes. */
+static void ring_fill(io_queue *q)
+{
+    while (q->pend_head != NULL) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+        if (sqe == NULL) {
+            /* Cannot happen while in_kernel <= depth <= sq_entries, but a
+             * full ring is emptied into the kernel all the same. */
+            if (ring_submit(q) <= 0)
+                break;
+            continue;
+        }
+        io_op *op = op_pop(&q->pend_head, &q->pend_tail);
+        q->npend--;
+        ring_prep(sqe, op);
+        q->in_kernel++;
+    }
+}
+
 /* Turns q->pend into SQEs and hands them to the kernel. After a power cut
  * of the test layer they fail with -EIO instead. */
 static void ring_flush(io_queue *q)
@@ -356,20 +375,7 @@ static void ring_flush(io_queue *q)
             goto out;
         }
     }
-    while (q->pend_head != NULL) {
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-        if (sqe == NULL) {
-            /* Cannot happen while in_kernel <= depth <= sq_entries, but a
-             * full ring is emptied into the kernel all the same. */
-            if (ring_submit(q) <= 0)
-                break;
-            continue;
-        }
-        io_op *op = op_pop(&q->pend_head, &q->pend_tail);
-        q->npend--;
-        ring_prep(sqe, op);
-        q->in_kernel++;
-    }
+    ring_fill(q);
     /* A refusal (EAGAIN, EBUSY) leaves the SQEs in the ring for the next
      * call. */
     ring_submit(q);
@@ -446,16 +452,7 @@ static void ring_wait(io_queue *q, int timeout_ms)
     struct io_uring_cqe *cqe;
     if (timeout_ms < 0 && !iosim_active()) {
         int ret;
-        io_op *op;
-        while (q->pend_head != NULL) {
-            struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-            if (sqe == NULL)
-                break;
-            op = op_pop(&q->pend_head, &q->pend_tail);
-            q->npend--;
-            ring_prep(sqe, op);
-            q->in_kernel++;
-        }
+        ring_fill(q);
         if (ring_busy(q) == 0 && io_uring_sq_ready(&q->ring) == 0) {
             /* Nothing submitted could complete. */
             return;

@@ -176,8 +176,10 @@ bool io_sim_enabled(void);
  * everything not on stable storage. Returns how many changes it undid:
  * each write, truncation and preallocation not covered by an fdatasync,
  * each creation, unlink and rename (and each file a rename replaced) not
- * covered by a sync of its directory. The caller then ends the process
- * (_exit). */
+ * covered by a sync of its directory; UINT_MAX when the layer could not
+ * keep its records exact (out of memory) or could not restore a file.
+ * Does nothing and returns 0 when the layer is off. The caller then
+ * ends the process (_exit). */
 unsigned io_sim_power_cut(void);
 
 #endif /* TC_IO_H */

@@ -451,6 +451,10 @@ void journal_stop(disk *d)
     free(d->wbuf);
     d->wbuf = NULL;
     d->wbuf_cap = 0;
+}
+
+void journal_free_entries(disk *d)
+{
     jr_entry *e = d->q_free;
     while (e != NULL) {
         jr_entry *next = e->next;

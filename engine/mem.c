@@ -217,6 +217,10 @@ void mem_release(mem *m, mem_shard *sh, struct tc_item *it)
  * FIFO's ring still holds it, dead, until the FIFO reaches it. */
 static void mem_drop_link(mem *m, mem_shard *sh, struct tc_item *it)
 {
+    if (it->bits & ITEM_TOMB) {
+        sh->tombs--;
+        sh->tomb_bytes -= mem_item_cost(it);
+    }
     it->bits &= (uint8_t)~ITEM_LINKED;
     if (it->bits & ITEM_SMALL)
         evict_leave_small(sh, it);
@@ -450,9 +454,12 @@ static bool mem_rewrite(mem *m, mem_shard *sh, struct tc_item *old,
                         uint32_t exptime)
 {
     size_t klen = item_klen(old);
+    size_t size = item_size(klen, vlen), old_size = item_total(old);
+    /* Only slab chunks: a larger item is malloc'd to its exact size, and
+     * a same-cost bucket of malloc's says nothing of the bytes we own. */
     if (atomic_load_explicit(&old->refs, memory_order_acquire) != 1 ||
-        vlen >= ITEM_LEN_BIG || item_vlen(old) >= ITEM_LEN_BIG ||
-        slab_cost(item_size(klen, vlen)) != slab_cost(item_total(old)))
+        size > SLAB_CHUNK_MAX || old_size > SLAB_CHUNK_MAX ||
+        slab_cost(size) != slab_cost(old_size))
         return false;
     old->lens = (uint32_t)klen << 24 | (uint32_t)vlen;
     memcpy(item_value(old), value, vlen);
@@ -501,6 +508,35 @@ static struct tc_item *mem_new_item(mem *m, const void *key, size_t klen,
         item_set_exptime(nit, exptime);
     }
     return nit;
+}
+
+/*
+ * Takes the key of a live item out, at pos. Without a disk tier the item
+ * is simply unlinked. With one, a tombstone takes its place until the
+ * deletion is in the index, so that the disk's older value stays hidden.
+ */
+static tc_status mem_remove(mem *m, mem_shard *sh, uint64_t h,
+                            struct tc_item *it, uint32_t pos, mem_opt *o)
+{
+    if (m->dk == NULL) {
+        mem_unlink_at(m, sh, it, pos);
+        return TC_OK;
+    }
+    struct tc_item *tomb = item_new(m->slab, item_key(it), item_klen(it), 0);
+    if (tomb == NULL)
+        return TC_ENOMEM;
+    tc_status st = mem_publish(m, sh, h, pos, it, tomb);
+    if (st != TC_OK) {
+        item_unref(tomb);
+        return st;
+    }
+    tomb->bits |= ITEM_TOMB;
+    /* A tombstone is no item to count (its memory counts in the limit). */
+    sh->tombs++;
+    sh->tomb_bytes += mem_item_cost(tomb);
+    sh->st.total_items--;
+    mem_log(m, SEG_DELETE, tomb, 0, o);
+    return TC_OK;
 }
 
 tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
@@ -568,6 +604,10 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
             *cas_out = nit->cas;
         stored = (uintptr_t)nit;
         nit = NULL;
+    } else if (st == TC_ENOMEM && mode == TC_SET && old != NULL) {
+        /* A set that could not be stored must not leave the old value to
+         * be read as if it were the new one (memcached does the same). */
+        mem_remove(m, sh, h, old, f.pos, o);
     }
     pthread_mutex_unlock(&sh->lock);
 
@@ -592,23 +632,8 @@ tc_status mem_delete(mem *m, uint64_t h, const void *key, size_t klen,
     } else if (!f.live) {
         sh->st.delete_misses++;
         st = TC_ENOTFOUND;
-    } else if (m->dk == NULL) {
-        mem_unlink_at(m, sh, f.it, f.pos);
+    } else if ((st = mem_remove(m, sh, h, f.it, f.pos, o)) == TC_OK) {
         sh->st.delete_hits++;
-    } else {
-        /* With a disk tier, a tombstone takes the item's place until the
-         * deletion is in the index: the disk's older value stays hidden. */
-        struct tc_item *tomb = item_new(m->slab, key, klen, 0);
-        if (tomb == NULL) {
-            st = TC_ENOMEM;
-        } else if ((st = mem_publish(m, sh, h, f.pos, f.it, tomb)) !=
-                   TC_OK) {
-            item_unref(tomb);
-        } else {
-            tomb->bits |= ITEM_TOMB;
-            mem_log(m, SEG_DELETE, tomb, 0, o);
-            sh->st.delete_hits++;
-        }
     }
     pthread_mutex_unlock(&sh->lock);
     return st;
@@ -881,6 +906,8 @@ void mem_flush(mem *m)
         sh->fill_count = 0;
         sh->fill_bytes = 0;
         sh->fill_hand = 0;
+        sh->tombs = 0;
+        sh->tomb_bytes = 0;
         pthread_mutex_unlock(&sh->lock);
 
         if (fresh != NULL) {
@@ -904,6 +931,11 @@ static tc_status mem_shard_init(mem_shard *sh, unsigned index)
     mem_set_table(sh, slots, MEM_MIN_CAP);
     sh->grow_at = table_grow_at(sh->cap);
     evict_ghost_resize(sh, sh->cap);
+    if (sh->ghost == NULL) {
+        free(sh->slots);
+        sh->slots = NULL;
+        return TC_ENOMEM;
+    }
     pthread_mutex_init(&sh->lock, NULL);
     return TC_OK;
 }
@@ -971,8 +1003,8 @@ void mem_stats_get(mem *m, mem_stats *out)
 #define MEM_COUNTER_SUM_(name) out->c.name += sh->st.name;
         MEM_COUNTERS(MEM_COUNTER_SUM_)
 #undef MEM_COUNTER_SUM_
-        out->curr_items += sh->count;
-        out->bytes += sh->bytes;
+        out->curr_items += sh->count - sh->tombs;
+        out->bytes += sh->bytes - sh->tomb_bytes;
         out->small_items += sh->small_count;
         out->table_slots += sh->cap;
         pthread_mutex_unlock(&sh->lock);

@@ -60,6 +60,8 @@ typedef struct mem_shard {
     uint64_t *slots;
     uint32_t cap;
     uint32_t count;   /* items in the table */
+    uint32_t tombs;   /* tombstones among them (not counted as items) */
+    size_t tomb_bytes; /* their cost (in bytes, not in the bytes stat) */
     uint32_t grow_at; /* count that triggers growth */
     uint32_t hand;    /* CLOCK hand over the slots */
 

@@ -173,9 +173,16 @@ static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
 
     while (i < n && off < c->rlen) {
         conn_parsed *p = &b[i++];
-        p->st = mc_parse(c->rbuf + off, c->rlen - off, item_max, &p->req,
-                         &p->used, &p->err, &p->swallow);
-        if (p->st == MC_NEED_MORE || p->st == MC_CLOSE)
+        p->st = mc_parse_from(c->rbuf + off, c->rlen - off,
+                              off == c->rpos ? c->rscan : 0, item_max,
+                              &p->req, &p->used, &p->err, &p->swallow);
+        if (p->st == MC_NEED_MORE) {
+            /* No newline in what is there, if the line is incomplete. */
+            if (off == c->rpos && p->used == 0)
+                c->rscan = c->rlen - off;
+            break;
+        }
+        if (p->st == MC_CLOSE)
             break;
         off += p->used;
         if (p->st == MC_ERROR) {
@@ -255,12 +262,15 @@ static void conn_execute(conn *c)
             if (p->st == MC_ERROR) {
                 request_error(c, &p->req, p->err);
                 c->rpos += p->used;
+                c->rscan = 0;
                 c->swallow = p->swallow;
                 stop = p->swallow > 0;
                 continue;
             }
-            request_exec(c, &p->req);
+            if (!request_exec(c, &p->req))
+                return; /* a multi-get waits for its replies to drain */
             c->rpos += p->used;
+            c->rscan = 0;
         }
     }
 }

@@ -28,6 +28,8 @@
 #include "server.h"
 
 #define CONN_OUT_HIGH ((size_t)4 * 1024 * 1024)
+/* A multi-get waits for its pending keys past this many (conn.h). */
+#define CONN_GET_PENDING 16
 
 typedef struct conn {
     worker *w;
@@ -39,6 +41,8 @@ typedef struct conn {
     size_t rlen; /* bytes in rbuf */
     size_t rcap;
     size_t rneed;   /* size of the incomplete request at rpos, if known */
+    size_t rscan;   /* bytes at rpos known to hold no newline */
+    size_t get_next; /* a multi-get cut short: where its keys resume */
     size_t swallow; /* bytes of a refused data block still to discard */
     out_queue out;
     unsigned pending; /* engine calls not yet completed */

@@ -405,12 +405,21 @@ mc_status mc_parse(const char *buf, size_t len, size_t item_max,
                    mc_request *req, size_t *used, mc_error *err,
                    size_t *swallow)
 {
+    return mc_parse_from(buf, len, 0, item_max, req, used, err, swallow);
+}
+
+mc_status mc_parse_from(const char *buf, size_t len, size_t scanned,
+                        size_t item_max, mc_request *req, size_t *used,
+                        mc_error *err, size_t *swallow)
+{
     mc_line l;
 
     *used = 0;
     *swallow = 0;
     memset(req, 0, sizeof(*req));
-    const char *nl = memchr(buf, '\n', len);
+    if (scanned > len)
+        scanned = len;
+    const char *nl = memchr(buf + scanned, '\n', len - scanned);
     if (nl == NULL) {
         if (len <= MC_LINE_MAX)
             return MC_NEED_MORE;

@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #define MC_LINE_MAX 2048
-#define MC_KEYLIST_MAX ((size_t)16 * 1024 * 1024)
+#define MC_KEYLIST_MAX ((size_t)4 * 1024 * 1024)
 #define MC_KEY_MAX 250
 
 typedef enum mc_cmd {
@@ -105,6 +105,15 @@ const char *mc_error_text(mc_error e);
 mc_status mc_parse(const char *buf, size_t len, size_t item_max,
                    mc_request *req, size_t *used, mc_error *err,
                    size_t *swallow);
+
+/*
+ * As mc_parse(), knowing that the first scanned bytes of buf hold no
+ * newline (an incomplete line seen before): they are not searched again,
+ * so a line that arrives a few bytes at a time costs its length once.
+ */
+mc_status mc_parse_from(const char *buf, size_t len, size_t scanned,
+                        size_t item_max, mc_request *req, size_t *used,
+                        mc_error *err, size_t *swallow);
 
 /*
  * Iterates the keys of a get-family request: *pos starts at 0. Returns

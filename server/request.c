@@ -257,12 +257,18 @@ void request_error(conn *c, const mc_request *req, mc_error err)
         out_commit(&c->out, mark);
 }
 
-static void exec_get(conn *c, const mc_request *req)
+/*
+ * The keys of a get, one engine call each, from where a previous call left
+ * off (c->get_next). A get of many big values would build all its replies
+ * in memory before any is written: it stops when the queue passes the
+ * high-water mark and resumes when it drained.
+ */
+static bool exec_get(conn *c, const mc_request *req)
 {
     tc_ctx *ctx = c->w->ctx;
     bool touch = req->cmd == MC_GAT || req->cmd == MC_GATS;
     int kind = req->cmd == MC_GETS || req->cmd == MC_GATS ? OP_GETS : OP_GET;
-    size_t pos = 0;
+    size_t pos = c->get_next;
     const char *key;
     size_t klen;
 
@@ -270,14 +276,24 @@ static void exec_get(conn *c, const mc_request *req)
         srv_op *op = op_take(c, kind, false);
         if (op == NULL) {
             c->out.oom = true;
-            return;
+            return true;
         }
         tc_status st = touch ? tc_ctx_gat(ctx, key, klen, req->exptime,
                                           on_get, op)
                              : tc_ctx_get(ctx, key, klen, on_get, op);
         op_after(op, st);
+        /* Keys that completed later count too: at most CONN_GET_PENDING
+         * replies of unknown size are in flight per connection. */
+        if ((c->out.pending >= CONN_OUT_HIGH ||
+             c->pending >= CONN_GET_PENDING) &&
+            pos < req->keys_len) {
+            c->get_next = pos;
+            return false;
+        }
     }
+    c->get_next = 0;
     reply_line(c, "END\r\n");
+    return true;
 }
 
 static tc_store_mode store_mode(mc_cmd cmd)
@@ -349,7 +365,7 @@ static void exec_call(conn *c, const mc_request *req)
     op_after(op, st);
 }
 
-void request_exec(conn *c, const mc_request *req)
+bool request_exec(conn *c, const mc_request *req)
 {
     server *srv = c->w->srv;
     switch (req->cmd) {
@@ -357,8 +373,7 @@ void request_exec(conn *c, const mc_request *req)
     case MC_GETS:
     case MC_GAT:
     case MC_GATS:
-        exec_get(c, req);
-        return;
+        return exec_get(c, req);
     case MC_SET:
     case MC_ADD:
     case MC_REPLACE:
@@ -370,26 +385,27 @@ void request_exec(conn *c, const mc_request *req)
     case MC_DELETE:
     case MC_TOUCH:
         exec_call(c, req);
-        return;
+        return true;
     case MC_FLUSH_ALL:
         tc_flush(srv->engine, req->exptime);
         STAT_ADD(c->w->st.cmd_flush, 1);
         if (!req->noreply)
             reply_line(c, "OK\r\n");
-        return;
+        return true;
     case MC_STATS:
         stats_reply(c, req);
-        return;
+        return true;
     case MC_VERSION:
         reply_line(c, "VERSION " REQ_VERSION "\r\n");
-        return;
+        return true;
     case MC_VERBOSITY:
         atomic_store(&srv->verbose, (int)req->level);
         if (!req->noreply)
             reply_line(c, "OK\r\n");
-        return;
+        return true;
     case MC_QUIT:
         c->closing = true;
-        return;
+        return true;
     }
+    return true;
 }

@@ -22,7 +22,10 @@ typedef struct srv_op {
     bool noreply;
 } srv_op;
 
-void request_exec(conn *c, const mc_request *req);
+/* Executes a request. False when a multi-get stopped half-way because its
+ * replies fill the queue (CONN_OUT_HIGH): call again with the same
+ * request once the queue drained; it resumes at the key it stopped at. */
+bool request_exec(conn *c, const mc_request *req);
 /* Replies to a request mc_parse() refused (nothing when it asked for no
  * reply); a set refused as too large also deletes the key's old value. */
 void request_error(conn *c, const mc_request *req, mc_error err);

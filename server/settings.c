@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,18 +113,22 @@ static bool parse_size(const char *s, size_t *out)
     if (*s == '-' || *s == '\0')
         return false;
     unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mult = 1;
     if (errno != 0)
         return false;
     if (*end == 'k' || *end == 'K') {
-        v *= 1024;
+        mult = 1024;
         end++;
     } else if (*end == 'm' || *end == 'M') {
-        v *= 1024 * 1024;
+        mult = 1024 * 1024;
         end++;
     } else if (*end == 'g' || *end == 'G') {
         v *= 1024ULL * 1024 * 1024;
         end++;
     }
+    if (v > ULLONG_MAX / mult)
+        return false;
+    v *= mult;
     if (*end != '\0' || v > SIZE_MAX)
         return false;
     *out = (size_t)v;

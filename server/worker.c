@@ -70,6 +70,9 @@ static void worker_on_ctx(struct ev_loop *loop, ev_io *io, int revents)
  * out too. */
 static void worker_close_all(worker *w)
 {
+    /* No request is executed from now on; replies already due still go. */
+    for (conn *c = w->conns; c != NULL; c = c->next)
+        c->closing = true;
     for (int i = 0; i < 100 && tc_ctx_run(w->ctx) > 0; i++)
         worker_resume_ready(w);
     /* Paused connections are closed with the others; their list goes

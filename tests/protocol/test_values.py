@@ -179,5 +179,42 @@ def max_item_size_flag_2m(t):
     c.expect_version()
 
 
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@S.test(only="tiercached",
+        reason="memcached builds the whole reply at once (its RSS grows)")
+def huge_multiget_memory_bounded(t):
+    """Regression: one short get naming a 1 MiB item 2000 times built all
+    2 GB of replies in memory. Replies now stream: the server stops issuing
+    keys while 4 MiB wait to be written, so a client that does not read
+    cannot make it grow."""
+    srv = t.start_server(["-I", "2m", "-m", "64"])
+    c, k = t.conn(srv, timeout=20), t.key()
+    data = blob(MIB, 21)
+    set_ok(c, k, data)
+    before = vm_rss_kib(srv.pid)
+    n = 2000
+    c.send(b"get" + b" " .join([b""] + [k] * n) + b"\r\n")
+    import time
+    time.sleep(1.0)  # the client reads nothing meanwhile
+    grown = vm_rss_kib(srv.pid) - before
+    t.note("RSS grew by %d KiB with %d MiB of replies unread" % (grown, n))
+    t.check(grown < 64 * 1024, "RSS grew by less than 64 MiB")
+    head = b"VALUE %s 0 %d\r\n" % (k, len(data))
+    for i in range(n):
+        c.expect(head, "header %d" % i)
+        got = c.read_exact(len(data) + 2, "value %d" % i)
+        if got != data + b"\r\n":
+            t.check(False, "value %d intact" % i)
+    c.expect(b"END\r\n")
+    c.expect_version()
+
+
 if __name__ == "__main__":
     run(S)

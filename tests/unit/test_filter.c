@@ -499,5 +499,5 @@ static void empty_filter(void)
 
 TCT_MAIN(TCT(no_false_negatives), TCT(false_positive_rate_and_size),
          TCT(removal), TCT(duplicates), TCT(colliding_keys_balanced),
-         TCT(growth_from_tiny), TCT(readers_beside_writer), TCT(readers_beside_moves),
-         TCT(clear_empties), TCT(empty_filter))
+         TCT(growth_from_tiny), TCT(readers_beside_writer),
+         TCT(readers_beside_moves), TCT(clear_empties), TCT(empty_filter))

@@ -421,7 +421,33 @@ static void rewrite_in_place_only_unreferenced(void)
     tc_close(e);
 }
 
+/* Regression: a malloc'd item (over the slab's chunk size) was rewritten
+ * in place by a value a few bytes longer whose malloc bucket cost the
+ * same: a write past the allocation (ASan: heap-buffer-overflow). */
+static void rewrite_never_outgrows_malloc_items(void)
+{
+    tc_engine *e = tcu_open(NULL);
+    static char v1[2017], v2[2024];
+    memset(v1, '1', sizeof(v1));
+    memset(v2, '2', sizeof(v2));
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("0123456789"), v1, sizeof(v1), 0, 0, 0,
+                       NULL),
+              TC_OK);
+    TCT_EQ_ST(tc_store(e, TC_SET, SL("0123456789"), v2, sizeof(v2), 0, 0, 0,
+                       NULL),
+              TC_OK);
+    tc_item *it;
+    TCT_EQ_ST(tc_get(e, SL("0123456789"), &it), TC_OK);
+    tc_view v;
+    tc_item_view(it, &v);
+    TCT_EQ_U64(v.value_len, sizeof(v2));
+    TCT_CHECK(memcmp(v.value, v2, sizeof(v2)) == 0);
+    tc_item_release(it);
+    tc_close(e);
+}
+
 TCT_MAIN(TCT(ref_survives_delete_and_overwrite),
+         TCT(rewrite_never_outgrows_malloc_items),
          TCT(rewrite_in_place_only_unreferenced), TCT(ref_survives_flush),
          TCT(ref_survives_expiry), TCT(ref_survives_eviction),
          TCT(ref_saturation_small_item), TCT(ref_saturation_large_item),
