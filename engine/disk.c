@@ -325,10 +325,6 @@ static uint64_t fsync_p99(disk *d)
 void disk_stats(disk *d, tc_stat_fn fn, void *arg)
 {
     char buf[64];
-    uint64_t seg_bytes;
-    pthread_mutex_lock(&d->seg_lock);
-    seg_bytes = (uint64_t)d->nsegs * d->cfg.segment_size;
-    pthread_mutex_unlock(&d->seg_lock);
     uint64_t durable = atomic_load(&d->st_durable_lsn);
     uint64_t indexed = atomic_load(&d->st_indexed_lsn);
     uint64_t raw = atomic_load(&d->st_raw_bytes);
@@ -336,7 +332,7 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
 
     fn(arg, "io_backend", disk_backend_name(d));
     stat_u64(fn, arg, "disk_items", idx_count(d->ix));
-    stat_u64(fn, arg, "disk_bytes", seg_bytes + idx_file_bytes(d->ix));
+    stat_u64(fn, arg, "disk_bytes", disk_usage(d));
     stat_u64(fn, arg, "disk_limit_bytes", d->cfg.disk_size);
     stat_u64(fn, arg, "disk_segments", d->nsegs);
     stat_u64(fn, arg, "disk_reads", atomic_load(&d->st_disk_reads));
@@ -359,6 +355,13 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     snprintf(buf, sizeof(buf), "%.2f",
              stored > 0 ? (double)raw / (double)stored : 1.0);
     fn(arg, "compress_ratio", buf);
+    stat_u64(fn, arg, "disk_reclaimed_segments",
+             atomic_load(&d->st_reclaimed_segs));
+    stat_u64(fn, arg, "disk_reclaim_dropped",
+             atomic_load(&d->st_reclaim_dropped));
+    stat_u64(fn, arg, "disk_reclaim_rescued",
+             atomic_load(&d->st_reclaim_rescued));
+    stat_u64(fn, arg, "disk_over_budget", atomic_load(&d->st_over_budget));
     stat_u64(fn, arg, "recovery_records", d->rec.records);
     stat_u64(fn, arg, "recovery_cut_bytes", d->rec.cut_bytes);
     stat_u64(fn, arg, "recovery_skipped", d->rec.skipped);

@@ -101,6 +101,11 @@ struct disk {
     /* The reader. */
     struct disk_reader *rd;
 
+    /* Reclaim (reclaim.c), done by the index writer. */
+    io_queue *rq;
+    uint64_t rc_seg;       /* a segment drained, waiting to be deleted */
+    uint64_t rc_drain_lsn; /* when its rescues are all indexed */
+
     /* Segments. */
     pthread_mutex_t seg_lock;
     seg_info *segs;
@@ -120,6 +125,10 @@ struct disk {
     _Atomic uint64_t st_index_records;
     _Atomic uint64_t st_raw_bytes;
     _Atomic uint64_t st_stored_bytes;
+    _Atomic uint64_t st_reclaimed_segs;
+    _Atomic uint64_t st_reclaim_dropped;
+    _Atomic uint64_t st_reclaim_rescued;
+    _Atomic uint64_t st_over_budget;
     _Atomic uint64_t st_durable_lsn;
     _Atomic uint64_t st_indexed_lsn;
     _Atomic int st_last_errno;
@@ -140,6 +149,12 @@ tc_status indexer_start(disk *d);
 void indexer_stop(disk *d);
 /* Hands durable entries to the index writer. */
 void indexer_push(disk *d, jr_entry *head, jr_entry *tail);
+
+/* reclaim.c: one step of keeping the directory within disk_size (the
+ * index writer's thread). */
+void reclaim_step(disk *d);
+/* Bytes the directory holds: segments and the index file. */
+uint64_t disk_usage(disk *d);
 
 /* recover.c: replays the journal past the checkpoint into the index and
  * finds where the next record goes (d->cur_seg, d->cur_off). */

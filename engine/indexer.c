@@ -245,10 +245,18 @@ static void *indexer_main(void *arg)
     disk *d = arg;
     for (;;) {
         pthread_mutex_lock(&d->ix_lock);
-        while (d->ix_head == NULL && !d->ix_stop) {
+        if (d->ix_head == NULL && !d->ix_stop) {
+            /* Idle: wake now and then to keep the directory within its
+             * budget (and when the journal writer asks). */
             d->ix_idle = true;
-            pthread_cond_broadcast(&d->ix_cond);
-            pthread_cond_wait(&d->ix_cond, &d->ix_lock);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&d->ix_cond, &d->ix_lock, &ts);
         }
         d->ix_idle = false;
         jr_entry *batch = d->ix_head;
@@ -270,11 +278,16 @@ static void *indexer_main(void *arg)
         }
         if (stop)
             return NULL;
+        reclaim_step(d);
     }
 }
 
 tc_status indexer_start(disk *d)
 {
+    io_config ic = {.backend = d->cfg.backend, .depth = 4, .pool_threads = 1};
+    tc_status st = io_queue_new(&ic, &d->rq);
+    if (st != TC_OK)
+        return st;
     if (pthread_create(&d->indexer, NULL, indexer_main, d) != 0)
         return TC_ENOMEM;
     d->indexer_started = true;
@@ -291,4 +304,5 @@ void indexer_stop(disk *d)
     pthread_mutex_unlock(&d->ix_lock);
     pthread_join(d->indexer, NULL);
     d->indexer_started = false;
+    io_queue_free(&d->rq);
 }

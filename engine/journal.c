@@ -209,10 +209,21 @@ static int writer_write(disk *d, size_t n, uint64_t off)
     return 0;
 }
 
-/* Moves to a new segment after the current one. */
+/* Moves to a new segment after the current one. Waits (a second at
+ * most) for reclaim to make room within the budget first, so that the
+ * directory outgrows disk_size by one segment at most. */
 static int writer_next_segment(disk *d)
 {
     int fd;
+    for (int i = 0; i < 100 && disk_usage(d) > d->cfg.disk_size; i++) {
+        pthread_mutex_lock(&d->ix_lock);
+        pthread_cond_signal(&d->ix_cond);
+        pthread_mutex_unlock(&d->ix_lock);
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (disk_usage(d) > d->cfg.disk_size)
+        atomic_fetch_add(&d->st_over_budget, 1);
     tc_status st = disk_seg_create(d, d->wq, d->cur_seg + 1, &fd);
     if (st != TC_OK)
         return st == TC_ENOSPC ? -ENOSPC : -EIO;

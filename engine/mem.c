@@ -816,6 +816,23 @@ void mem_unpin(mem *m, struct tc_item *it)
     pthread_mutex_unlock(&sh->lock);
 }
 
+uint64_t mem_relog(mem *m, uint64_t h, const void *key, size_t klen,
+                   uint32_t now)
+{
+    mem_shard *sh = mem_shard_of(m, h);
+    uint32_t pos;
+    uint64_t lsn = 0;
+
+    pthread_mutex_lock(&sh->lock);
+    struct tc_item *it = table_find(sh, h, key, klen, &pos);
+    if (it != NULL &&
+        !(it->bits & (ITEM_TOMB | ITEM_PINNED)) &&
+        (it->bits & ITEM_FREQ_MASK) != 0 && !item_expired(it, now))
+        lsn = disk_log(m->dk, SEG_SET, it, 0, false, NULL, NULL);
+    pthread_mutex_unlock(&sh->lock);
+    return lsn;
+}
+
 bool mem_promote(mem *m, uint64_t h, struct tc_item *it, uint32_t now,
                  bool (*current)(void *arg), void *arg)
 {

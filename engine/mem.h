@@ -120,6 +120,13 @@ struct tc_item *mem_item_alloc(mem *m, const void *key, size_t klen,
  * goes. */
 void mem_unpin(mem *m, struct tc_item *it);
 /*
+ * Reclaim's rescue: if key's item is in memory, clean (not pinned), live
+ * and was read since it got there, logs it again (a new record of the
+ * same version). Returns the record's LSN, or 0 when nothing was logged.
+ */
+uint64_t mem_relog(mem *m, uint64_t h, const void *key, size_t klen,
+                   uint32_t now);
+/*
  * Puts an item read from disk into the tier, unless the key is in memory
  * already (a newer write, or a tombstone) or current(arg), called under
  * the shard lock, says the index moved on. The item keeps its CAS. The

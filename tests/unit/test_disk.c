@@ -663,6 +663,102 @@ static void async_disk_read(void)
     tc_close(e);
 }
 
+/* Bytes of the files in the data directory (what the budget bounds). */
+static uint64_t dir_bytes(const char *path)
+{
+    uint64_t total = 0;
+    DIR *dd = opendir(path);
+    if (dd == NULL)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(dd)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) != 0)
+            continue;
+        if (S_ISDIR(sb.st_mode))
+            total += dir_bytes(p);
+        else
+            total += (uint64_t)sb.st_size;
+    }
+    closedir(dd);
+    return total;
+}
+
+/* Bytes that zstd cannot shrink, from a seed. */
+static void noise(char *buf, size_t len, unsigned seed)
+{
+    uint64_t x = seed * UINT64_C(0x9e3779b97f4a7c15) + 1;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf[i] = (char)x;
+    }
+}
+
+/* Writing far past disk_size keeps the directory within it (plus one
+ * segment) and the newest data readable. */
+static void capacity_keeps_within_budget(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.disk_size = (uint64_t)32 << 20;
+    cfg.mem_limit = 2 << 20;
+    cfg.item_size_max = 64 << 10;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    uint64_t seg = cfg.disk_size / 16;
+    char key[64], val[2000];
+    const unsigned n = 60000; /* about 120 MB: four budgets */
+    uint64_t worst = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, "cap:", i);
+        noise(val, sizeof(val), i); /* incompressible */
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0, NULL),
+                  TC_OK);
+        if (i % 5000 == 0) {
+            uint64_t b = dir_bytes(dir);
+            if (b > worst)
+                worst = b;
+        }
+    }
+    /* Let the journal and reclaim catch up, then look again. */
+    tc_close(e);
+    e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    uint64_t b = dir_bytes(dir);
+    if (b > worst)
+        worst = b;
+    printf("# directory at most %llu bytes for a budget of %llu (+ %llu)\n",
+           (unsigned long long)worst, (unsigned long long)cfg.disk_size,
+           (unsigned long long)seg);
+    TCT_CHECK(worst <= cfg.disk_size + seg);
+    TCT_CHECK(tcu_stat(e, "disk_reclaimed_segments") > 0 ||
+              tcu_stat(e, "disk_items") < n);
+    /* The newest thousand are all there. */
+    for (unsigned i = n - 1000; i < n; i++) {
+        size_t kl = tcu_key(key, "cap:", i);
+        noise(val, sizeof(val), i); /* incompressible */
+        tc_item *it;
+        tc_status st = tc_get(e, key, kl, &it);
+        if (st != TC_OK)
+            printf("# %s: %s\n", key, tc_status_name(st));
+        TCT_EQ_ST(st, TC_OK);
+        tc_view v;
+        tc_item_view(it, &v);
+        TCT_CHECK(v.value_len == sizeof(val) &&
+                  memcmp(v.value, val, sizeof(val)) == 0);
+        tc_item_release(it);
+    }
+    tc_close(e);
+}
+
 /* ---- the run, once per backend ---- */
 
 static bool use_uring(void)
@@ -684,6 +780,7 @@ static const tct_case cases[] = {
     TCT(damage_in_the_middle_skipped), TCT(torn_tail_cut),
     TCT(second_process_refused),       TCT(other_format_refused),
     TCT(sync_durability_syncs),        TCT(async_disk_read),
+    TCT(capacity_keeps_within_budget),
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,201 @@
+/*
+ * reclaim.c - keeps the data directory within its budget (disk_size).
+ *
+ * When the segments and the index take more than the budget, the oldest
+ * segment is reclaimed, by the index writer, between two of its batches:
+ *   1. its records are read; a record the index still points at is live;
+ *   2. a live item that is hot (in the memory tier and read since it got
+ *      there) is rescued: logged again from memory, so it gets a new
+ *      record at the journal's head; the rest, and the expired or flushed,
+ *      are dropped from the index (and the filter) in one transaction;
+ *   3. once the rescued records are in the index (the index writer has
+ *      passed the highest LSN they got), nothing points into the segment:
+ *      its file is deleted and the directory synced.
+ * A rescue never overwrites newer data: it logs the version memory holds,
+ * which is the newest, and a write after it has a higher LSN and wins.
+ * Rescues are limited to half a segment per reclaim so that reclaiming
+ * always frees room, whatever memory holds.
+ *
+ * The current segment and the segment holding the checkpoint are never
+ * reclaimed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "disk_int.h"
+#include "item.h"
+
+/* Bytes the directory holds: segments and the index file. */
+uint64_t disk_usage(disk *d)
+{
+    pthread_mutex_lock(&d->seg_lock);
+    uint64_t n = d->nsegs;
+    pthread_mutex_unlock(&d->seg_lock);
+    return n * d->cfg.segment_size + idx_file_bytes(d->ix);
+}
+
+static bool reclaim_read(disk *d, int fd, unsigned char **buf, size_t *len)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return false;
+    *len = (size_t)sb.st_size;
+    *buf = malloc(*len > 0 ? *len : 1);
+    if (*buf == NULL)
+        return false;
+    io_op op, *done;
+    io_prep_read(&op, fd, *buf, *len, 0);
+    if (io_submit(d->rq, &op) != TC_OK)
+        return false;
+    while (io_reap(d->rq, &done, 1, 1, -1) == 0)
+        ;
+    if (done->res < 0) {
+        free(*buf);
+        *buf = NULL;
+        return false;
+    }
+    *len = (size_t)done->res;
+    return true;
+}
+
+/* Step 3: deletes the drained segment once its rescues are indexed. */
+static void reclaim_finish(disk *d)
+{
+    if (d->rc_seg == 0 ||
+        atomic_load(&d->st_indexed_lsn) < d->rc_drain_lsn)
+        return;
+    uint64_t id = d->rc_seg;
+    int fd = -1;
+    pthread_mutex_lock(&d->seg_lock);
+    for (size_t i = 0; i < d->nsegs; i++) {
+        if (d->segs[i].id != id)
+            continue;
+        fd = d->segs[i].fd;
+        memmove(&d->segs[i], &d->segs[i + 1],
+                (d->nsegs - i - 1) * sizeof(*d->segs));
+        d->nsegs--;
+        break;
+    }
+    pthread_mutex_unlock(&d->seg_lock);
+    char name[32];
+    seg_name(id, name);
+    if (fd >= 0)
+        io_file_close(fd);
+    io_file_unlink(d->dirfd, name);
+    io_dir_sync(d->dirfd);
+    atomic_fetch_add(&d->st_reclaimed_segs, 1);
+    d->rc_seg = 0;
+}
+
+/* Steps 1 and 2 for the oldest segment. */
+static void reclaim_start(disk *d)
+{
+    uint64_t id = 0;
+    int fd = -1;
+    pthread_mutex_lock(&d->seg_lock);
+    if (d->nsegs > 1) {
+        id = d->segs[0].id;
+        fd = d->segs[0].fd;
+    }
+    pthread_mutex_unlock(&d->seg_lock);
+    /* Segments before the checkpoint's are wholly indexed and not being
+     * written. */
+    if (id == 0 || id >= d->meta.next_seg)
+        return;
+
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    if (!reclaim_read(d, fd, &buf, &len)) {
+        atomic_fetch_add(&d->st_disk_read_errors, 1);
+        return;
+    }
+    uint64_t flush_lsn = d->meta.flush_lsn;
+    uint32_t now = d->cfg.now(d->cfg.now_arg);
+    uint64_t drain = 0, rescued_bytes = 0, dropped = 0, rescued = 0;
+    int64_t live_dropped = 0;
+    /* Keys to take out of the filter once the deletions are committed. */
+    uint64_t *gone = NULL;
+    size_t ngone = 0, capgone = 0;
+    tc_status st = idx_begin(d->ix);
+    for (size_t off = SEG_HDR_SIZE; st == TC_OK && off + SEG_REC_HDR <= len;) {
+        seg_rec r;
+        const unsigned char *key, *val;
+        size_t n = seg_rec_decode(buf + off, len - off, &r, &key, &val);
+        if (n == 0) {
+            off += SEG_ALIGN; /* damage or the end: look further */
+            continue;
+        }
+        size_t at = off;
+        off += n;
+        if (r.type != SEG_SET)
+            continue;
+        idx_loc loc;
+        if (idx_get_w(d->ix, key, r.klen, &loc) != TC_OK || loc.seg != id ||
+            loc.off != at)
+            continue; /* overwritten or deleted since: not live */
+        bool dead = loc.lsn < flush_lsn ||
+                    (loc.exptime != 0 && loc.exptime <= now);
+        uint64_t h = mem_hash(d->m, key, r.klen);
+        if (!dead && rescued_bytes + n <= d->cfg.segment_size / 2) {
+            uint64_t lsn = mem_relog(d->m, h, key, r.klen, now);
+            if (lsn != 0) {
+                rescued++;
+                rescued_bytes += n;
+                if (lsn > drain)
+                    drain = lsn;
+                continue;
+            }
+        }
+        if (loc.lsn >= flush_lsn && ngone == capgone) {
+            size_t cap = capgone == 0 ? 1024 : capgone * 2;
+            uint64_t *g = realloc(gone, cap * sizeof(*g));
+            if (g == NULL) {
+                st = TC_ENOMEM;
+                break;
+            }
+            gone = g;
+            capgone = cap;
+        }
+        st = idx_del(d->ix, key, r.klen, NULL);
+        if (st == TC_OK) {
+            live_dropped += loc.len;
+            if (loc.lsn >= flush_lsn)
+                gone[ngone++] = h;
+            dropped++;
+        }
+    }
+    free(buf);
+    if (st == TC_OK)
+        st = idx_commit(d->ix);
+    else
+        idx_abort(d->ix);
+    if (st != TC_OK) {
+        free(gone);
+        atomic_fetch_add(&d->st_write_errors, 1);
+        return;
+    }
+    for (size_t i = 0; i < ngone; i++)
+        filter_remove(d->filt, gone[i]);
+    free(gone);
+    disk_seg_live(d, id, -live_dropped);
+    atomic_fetch_add(&d->st_reclaim_dropped, dropped);
+    atomic_fetch_add(&d->st_reclaim_rescued, rescued);
+    d->rc_seg = id;
+    d->rc_drain_lsn = drain;
+}
+
+void reclaim_step(disk *d)
+{
+    if (d->rc_seg != 0) {
+        reclaim_finish(d);
+        return;
+    }
+    if (disk_usage(d) > d->cfg.disk_size) {
+        reclaim_start(d);
+        reclaim_finish(d);
+    }
+}
