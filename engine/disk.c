@@ -202,11 +202,12 @@ tc_status disk_open(const disk_config *cfg, mem *m, disk **out,
     }
     if ((st = disk_lock_dir(d, why, why_len)) != TC_OK)
         goto fail;
-    /* The index may use what the segments leave of the budget, at least
-     * a sixteenth of it. */
-    uint64_t map = cfg->disk_size / 4;
-    if (map < ((uint64_t)8 << 20))
-        map = (uint64_t)8 << 20;
+    /* The index may use what the segments leave of the budget: reclaim
+     * (which counts the index file) keeps the two within it, so the map
+     * (address space; the file grows as pages are used) is the whole
+     * budget and some slack for the moment reclaim runs behind. Small
+     * values make the index the larger part: about 100 bytes a key. */
+    uint64_t map = cfg->disk_size + ((uint64_t)64 << 20);
     if ((st = idx_open(cfg->dir, (size_t)map, &d->ix, &d->meta, why,
                        why_len)) != TC_OK)
         goto fail;

@@ -73,6 +73,7 @@ struct disk {
     uint64_t next_lsn;
     jr_entry *q_free;
     bool stopping;
+    bool jr_idle; /* the writer sleeps with nothing written to sync */
     _Atomic size_t unindexed; /* logged and not yet indexed, bytes */
     _Atomic uint64_t flush_lsn;
     int64_t pending_flush_at; /* meta.flush_at as found at open */

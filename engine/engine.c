@@ -70,9 +70,12 @@ static tc_status engine_open_disk(tc_engine *e)
     else if (c->io_backend != NULL && strcmp(c->io_backend, "auto") != 0)
         return TC_EINVAL;
     /* What the journal may hold unindexed: pinned in memory meanwhile. */
+    /* It is also what a crash may lose under durability "async" beyond
+     * flush_ms (writers wait while it is full): at 64 MiB, a fraction of
+     * a second of a disk's sequential bandwidth. */
     size_t queue_max = c->mem_limit / 4;
-    if (queue_max > ((size_t)256 << 20))
-        queue_max = (size_t)256 << 20;
+    if (queue_max > ((size_t)64 << 20))
+        queue_max = (size_t)64 << 20;
     if (queue_max < 4 * c->item_size_max)
         queue_max = 4 * c->item_size_max;
     disk_config dc = {
@@ -341,6 +344,16 @@ static tc_status engine_sync(tc_engine *e, const engine_op *op,
     mem_opt o = {0};
     tc_status st;
     tc_item *got = NULL;
+
+    /* A change waits while the journal's queue is full, as a server's
+     * connections do (tc_congested): what a crash may lose stays within
+     * the durability mode's promise however fast the callers write. */
+    if (op->kind != OP_GET && e->dk != NULL) {
+        while (disk_congested(e->dk)) {
+            struct timespec ts = {0, 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
 
     sync_wait_init(&w);
     for (unsigned tries = 0;; tries++) {

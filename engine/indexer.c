@@ -199,6 +199,8 @@ static void ix_commit_run(disk *d, jr_entry *first, size_t n)
         pthread_mutex_unlock(&d->ix_lock);
         if (stop && attempt > 3)
             break; /* give up at close: recovery replays them at open */
+        if (st == TC_ENOSPC)
+            reclaim_step(d); /* the index filled the map: drop old keys */
         usleep(attempt < 10 ? 10000 : 100000);
     }
     for (size_t i = 0; i < ops.n; i++) {

@@ -13,7 +13,12 @@
  *          are durable, their waiters are woken, the index gets them;
  *   ASYNC  keeps the written records until the next fdatasync, which
  *          happens flush_ms after the previous one (or at close);
- *   NONE   treats written records as done, never syncs (except at close).
+ *   NONE   treats written records as done, never syncs (except at close
+ *          and when a segment is full).
+ * The writer sleeps while the queue is empty, and is woken by the first
+ * record that arrives then; in ASYNC mode, records that arrive while it
+ * waits for the next sync are written with it. So a record is written
+ * at once (ASYNC: durable within flush_ms and one fdatasync).
  * A record that does not fit the rest of the current segment starts the
  * next one; the rest of the old one stays zero.
  *
@@ -107,11 +112,15 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
     atomic_fetch_add_explicit(&d->unindexed, e->cost, memory_order_relaxed);
     if (type == SEG_FLUSH && !scheduled)
         atomic_store(&d->flush_lsn, lsn);
-    /* The writer sleeps until flush_ms passes; wake it early only when
-     * someone waits for this record or a batch is worth writing. */
-    if (was_empty && (wake != NULL || d->cfg.durability == TC_DURABILITY_SYNC))
+    /* Wake the writer when it sleeps with nothing to do, when someone
+     * waits for this record, or when a batch is worth writing; while it
+     * waits for the next sync (async), records join the next batch and
+     * no one wakes it: at most one wake per batch, none per record. */
+    if (was_empty && (d->jr_idle || wake != NULL ||
+                      d->cfg.durability == TC_DURABILITY_SYNC))
         pthread_cond_signal(&d->q_cond);
-    else if (d->q_bytes >= ((size_t)1 << 20) && d->q_bytes - e->cost < ((size_t)1 << 20))
+    else if (d->q_bytes >= ((size_t)1 << 20) &&
+             d->q_bytes - e->cost < ((size_t)1 << 20))
         pthread_cond_signal(&d->q_cond);
     pthread_mutex_unlock(&d->q_lock);
     return lsn;
@@ -378,7 +387,9 @@ static void *writer_main(void *arg)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
+            d->jr_idle = written == NULL;
             pthread_cond_timedwait(&d->q_cond, &d->q_lock, &ts);
+            d->jr_idle = false;
         }
         jr_entry *batch = d->q_head;
         d->q_head = d->q_tail = NULL;

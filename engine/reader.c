@@ -91,6 +91,20 @@ static void rd_finish(rd_job *j, tc_status st, struct tc_item *it)
     free(j);
 }
 
+/*
+ * A read that failed (an I/O error, or a record that fails its checks: a
+ * torn or damaged write, a segment cut short by a power cut under
+ * durability "none"): the value is lost, and a cache answers a miss, as
+ * it would for an evicted key; the caller fetches it from its source and
+ * stores it again, which replaces the index entry. Counted in the stats
+ * (disk_read_errors); never answered with what was read.
+ */
+static void rd_failed(disk_reader *r, rd_job *j)
+{
+    atomic_fetch_add(&r->d->st_disk_read_errors, 1);
+    rd_finish(j, TC_ENOTFOUND, NULL);
+}
+
 typedef struct rd_check {
     disk_reader *r;
     const rd_job *j;
@@ -120,8 +134,7 @@ static void rd_complete(disk_reader *r, rd_job *j)
         rec.type != SEG_SET || rec.lsn != j->loc.lsn ||
         rec.klen != j->klen || memcmp(key, j->key, j->klen) != 0 ||
         rec.raw_len != j->loc.raw_len) {
-        atomic_fetch_add(&d->st_disk_read_errors, 1);
-        rd_finish(j, j->op.res < 0 ? TC_EIO : TC_ECORRUPT, NULL);
+        rd_failed(r, j);
         return;
     }
     struct tc_item *it = mem_item_alloc(d->m, j->key, j->klen, rec.raw_len);
@@ -134,8 +147,7 @@ static void rd_complete(disk_reader *r, rd_job *j)
             zc_decompress(r->z, ZC_ZSTD, val, rec.stored_len,
                           item_value(it), rec.raw_len) != TC_OK) {
             item_unref(it);
-            atomic_fetch_add(&d->st_disk_read_errors, 1);
-            rd_finish(j, TC_ECORRUPT, NULL);
+            rd_failed(r, j);
             return;
         }
     } else if (rec.raw_len > 0) {
@@ -157,7 +169,10 @@ static void rd_start(disk_reader *r, rd_job *j)
     disk *d = r->d;
     tc_status st = idx_lookup(r->ir, j->key, j->klen, &j->loc);
     if (st != TC_OK) {
-        rd_finish(j, st == TC_ENOTFOUND ? TC_ENOTFOUND : TC_EIO, NULL);
+        if (st == TC_ENOTFOUND)
+            rd_finish(j, TC_ENOTFOUND, NULL);
+        else
+            rd_failed(r, j);
         return;
     }
     uint32_t now = d->cfg.now(d->cfg.now_arg);

@@ -279,10 +279,12 @@ TC_API tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg);
 
 /*
  * Non-zero while changes are logged faster than the disk takes them (the
- * journal's queue is over its bound). The engine keeps accepting them; a
- * server should stop reading requests until this returns 0 again (check
- * it every millisecond or so), which keeps the bytes at risk in a crash
- * within what the durability mode promises.
+ * journal's queue is over its bound). The blocking calls (tc_store,
+ * tc_delete, ...) wait for room by themselves; the context API (tc_ctx)
+ * keeps accepting changes, so a server on it should stop reading
+ * requests until this returns 0 again (check it every millisecond or
+ * so), which keeps the bytes at risk in a crash within what the
+ * durability mode promises.
  */
 TC_API int tc_congested(tc_engine *e);
 

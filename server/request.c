@@ -155,6 +155,15 @@ static void on_get(void *arg, const tc_result *r)
     op_done(op, mark);
 }
 
+/* A write the journal could not make durable (sync durability): the
+ * value is in memory, but the promise of an acknowledged write is not
+ * met, so the client is told. */
+static const char *disk_text(tc_status st)
+{
+    return st == TC_ENOSPC ? "SERVER_ERROR no space left on the data disk\r\n"
+                           : "SERVER_ERROR data disk write failed\r\n";
+}
+
 static const char *store_text(tc_status st)
 {
     switch (st) {
@@ -172,6 +181,9 @@ static const char *store_text(tc_status st)
         return "SERVER_ERROR out of memory storing object\r\n";
     case TC_EKEY:
         return "CLIENT_ERROR bad command line format\r\n";
+    case TC_EIO:
+    case TC_ENOSPC:
+        return disk_text(st);
     default:
         return "SERVER_ERROR unexpected engine error\r\n";
     }
@@ -188,6 +200,8 @@ static const char *simple_text(int kind, tc_status st)
         return "SERVER_ERROR out of memory\r\n";
     if (st == TC_EKEY)
         return "CLIENT_ERROR bad command line format\r\n";
+    if (st == TC_EIO || st == TC_ENOSPC)
+        return disk_text(st);
     if (st != TC_OK)
         return "SERVER_ERROR unexpected engine error\r\n";
     switch (kind) {
