@@ -15,11 +15,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "disk_int.h"
@@ -87,8 +89,10 @@ tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out)
     seg_name(id, name);
     int fd = io_file_open(d->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
                           0644);
-    if (fd < 0)
+    if (fd < 0) {
+        disk_warn(d, -fd, "cannot create segment file %s", name);
         return fd == -ENOSPC ? TC_ENOSPC : TC_EIO;
+    }
     int rc = io_file_prealloc(fd, d->cfg.segment_size);
     unsigned char hb[SEG_HDR_SIZE];
     seg_header h = {SEG_FORMAT, id, d->cfg.segment_size, 0};
@@ -110,6 +114,7 @@ tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out)
     if (rc == 0 && disk_seg_add(d, id, fd) != TC_OK)
         rc = -ENOMEM;
     if (rc != 0) {
+        disk_warn(d, -rc, "cannot prepare segment file %s", name);
         io_file_close(fd);
         io_file_unlink(d->dirfd, name);
         return rc == -ENOSPC ? TC_ENOSPC : TC_EIO;
@@ -182,6 +187,7 @@ tc_status disk_open(const disk_config *cfg, mem *m, disk **out,
     pthread_mutex_init(&d->ix_lock, NULL);
     pthread_cond_init(&d->ix_cond, NULL);
     pthread_mutex_init(&d->seg_lock, NULL);
+    pthread_mutex_init(&d->warn_lock, NULL);
     if (d->cfg.segment_size == 0)
         d->cfg.segment_size = disk_default_segment(cfg);
     if (d->cfg.flush_ms == 0)
@@ -278,8 +284,43 @@ void disk_close(disk **dp)
     pthread_mutex_destroy(&d->ix_lock);
     pthread_cond_destroy(&d->ix_cond);
     pthread_mutex_destroy(&d->seg_lock);
+    pthread_mutex_destroy(&d->warn_lock);
     free(d);
     *dp = NULL;
+}
+
+void disk_warn(disk *d, int err, const char *fmt, ...)
+{
+    if (d->cfg.log == NULL)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    pthread_mutex_lock(&d->warn_lock);
+    if (d->warn_last_us != 0 && now - d->warn_last_us < 1000000u) {
+        d->warn_dropped++;
+        pthread_mutex_unlock(&d->warn_lock);
+        return;
+    }
+    uint64_t dropped = d->warn_dropped;
+    d->warn_dropped = 0;
+    d->warn_last_us = now;
+    /* Under the lock: messages stay in order, one at a time. */
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
+    if (err != 0 && len < sizeof(msg))
+        len += (size_t)snprintf(msg + len, sizeof(msg) - len, ": %s",
+                                strerror(err));
+    if (dropped > 0 && len < sizeof(msg))
+        snprintf(msg + len, sizeof(msg) - len,
+                 " (%" PRIu64 " more problems in the last second not shown)",
+                 dropped);
+    d->cfg.log(d->cfg.log_arg, msg);
+    pthread_mutex_unlock(&d->warn_lock);
 }
 
 int64_t disk_pending_flush(const disk *d)

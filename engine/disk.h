@@ -49,6 +49,8 @@ typedef struct disk_config {
     size_t queue_max;      /* bytes logged and not yet indexed, at most */
     uint32_t (*now)(void *arg); /* the engine's clock, unix seconds */
     void *now_arg;
+    void (*log)(void *arg, const char *msg); /* tc_config.log */
+    void *log_arg;
 } disk_config;
 
 /* What the recovery at open found. */

@@ -113,6 +113,11 @@ struct disk {
     size_t nsegs;
     size_t segcap;
 
+    /* disk_warn's rate limit. */
+    pthread_mutex_t warn_lock;
+    uint64_t warn_last_us;
+    uint64_t warn_dropped;
+
     /* Statistics (relaxed atomics). */
     _Atomic uint64_t st_journal_bytes;
     _Atomic uint64_t st_journal_records;
@@ -156,6 +161,11 @@ void indexer_push(disk *d, jr_entry *head, jr_entry *tail);
 void reclaim_step(disk *d);
 /* Bytes the directory holds: segments and the index file. */
 uint64_t disk_usage(disk *d);
+
+/* Reports a problem through tc_config.log (printf-style; err, when not
+ * 0, is an errno whose text is appended), at most once a second. */
+void disk_warn(disk *d, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* recover.c: replays the journal past the checkpoint into the index and
  * finds where the next record goes (d->cur_seg, d->cur_off). */

@@ -90,6 +90,8 @@ static tc_status engine_open_disk(tc_engine *e)
         .queue_max = queue_max,
         .now = engine_clock,
         .now_arg = e,
+        .log = c->log,
+        .log_arg = c->log_arg,
     };
     char why[512] = "";
     tc_status st = disk_open(&dc, e->mem, &e->dk, &e->rec, why, sizeof(why));

@@ -15,6 +15,7 @@
  * in the filter when its index entry exists and is not flushed (its LSN is
  * at least meta.flush_lsn).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -192,8 +193,9 @@ static void ix_commit_run(disk *d, jr_entry *first, size_t n)
         if (st == TC_OK)
             break;
         d->meta = saved;
-        atomic_store(&d->st_last_errno, st == TC_ENOSPC ? 28 : 5);
+        atomic_store(&d->st_last_errno, st == TC_ENOSPC ? ENOSPC : EIO);
         atomic_fetch_add(&d->st_write_errors, 1);
+        disk_warn(d, 0, "index commit failed (%s); retrying", tc_strerror(st));
         pthread_mutex_lock(&d->ix_lock);
         bool stop = d->ix_stop;
         pthread_mutex_unlock(&d->ix_lock);

@@ -30,6 +30,7 @@
  * goes on with the next batch, which may succeed.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -87,6 +88,8 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
          * like a write the disk refused. */
         pthread_mutex_unlock(&d->q_lock);
         atomic_fetch_add(&d->st_write_errors, 1);
+        disk_warn(d, ENOMEM, "no memory to journal a change: it is kept in "
+                  "memory only");
         if (wake != NULL)
             wake(wake_arg, TC_ENOMEM);
         return lsn;
@@ -399,11 +402,15 @@ static void *writer_main(void *arg)
 
         if (batch != NULL) {
             int rc = writer_write_batch(d, batch, &extra_fd);
-            if (rc != 0)
-                atomic_store(&d->st_last_errno, -rc);
             uint64_t n = 0;
             for (jr_entry *e = batch; e != NULL; e = e->next)
                 n++;
+            if (rc != 0) {
+                atomic_store(&d->st_last_errno, -rc);
+                disk_warn(d, -rc, "journal write to segment %" PRIu64
+                          " failed; the changes not written (of %" PRIu64
+                          ") are kept in memory only", d->cur_seg, n);
+            }
             atomic_fetch_add(&d->st_journal_records, n);
             if (d->cfg.durability == TC_DURABILITY_NONE) {
                 writer_finish(d, batch, rc);
@@ -427,8 +434,11 @@ static void *writer_main(void *arg)
             int rc = writer_sync(d, extra_fd);
             extra_fd = -1;
             last_sync = now_us();
-            if (rc != 0)
+            if (rc != 0) {
                 atomic_store(&d->st_last_errno, -rc);
+                disk_warn(d, -rc, "journal fdatasync failed; the changes "
+                          "since the last one are kept in memory only");
+            }
             writer_finish(d, written, written_rc != 0 ? written_rc : rc);
             written = written_tail = NULL;
             written_rc = 0;

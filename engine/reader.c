@@ -14,6 +14,7 @@
  * expired is reported absent without a read.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,14 @@ static void rd_finish(rd_job *j, tc_status st, struct tc_item *it)
 static void rd_failed(disk_reader *r, rd_job *j)
 {
     atomic_fetch_add(&r->d->st_disk_read_errors, 1);
+    if (j->op.res < 0)
+        disk_warn(r->d, (int)-j->op.res, "read of segment %" PRIu64
+                  " at offset %" PRIu32 " failed; answered as a miss",
+                  j->loc.seg, j->loc.off);
+    else
+        disk_warn(r->d, 0, "record in segment %" PRIu64 " at offset %" PRIu32
+                  " failed its checks; answered as a miss", j->loc.seg,
+                  j->loc.off);
     rd_finish(j, TC_ENOTFOUND, NULL);
 }
 

@@ -111,6 +111,8 @@ static void reclaim_start(disk *d)
     size_t len = 0;
     if (!reclaim_read(d, fd, &buf, &len)) {
         atomic_fetch_add(&d->st_disk_read_errors, 1);
+        disk_warn(d, 0, "reclaim could not read segment %" PRIu64
+                  "; it stays", id);
         return;
     }
     uint64_t flush_lsn = d->meta.flush_lsn;
@@ -176,6 +178,8 @@ static void reclaim_start(disk *d)
     if (st != TC_OK) {
         free(gone);
         atomic_fetch_add(&d->st_write_errors, 1);
+        disk_warn(d, 0, "reclaim of segment %" PRIu64 " failed (%s); it "
+                  "stays", id, tc_strerror(st));
         return;
     }
     for (size_t i = 0; i < ngone; i++)

@@ -144,6 +144,15 @@ typedef struct tc_config {
      * (which file, which error), NUL-terminated. */
     char *errbuf;
     size_t errbuf_len;
+    /* If not NULL, called with a sentence (no newline) for each problem
+     * the disk tier meets outside any call: a journal write, fdatasync or
+     * index commit that failed, a record that failed its checks when
+     * read. At most one a second (the next says how many were not
+     * reported); from the engine's own threads, so it must be
+     * thread-safe and must not call the engine. Each is also counted in
+     * tc_stats (disk_write_errors, disk_read_errors, disk_last_errno). */
+    void (*log)(void *arg, const char *msg);
+    void *log_arg;
 } tc_config;
 
 /* Fills cfg with the defaults. */

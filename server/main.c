@@ -215,6 +215,14 @@ static void srv_stat_pick(void *arg, const char *name, const char *value)
             snprintf((char *)want[i + 1], 32, "%s", value);
 }
 
+/* The engine's reports of disk problems (rate-limited by the engine),
+ * logged whatever the verbosity: the operator must see them. */
+static void srv_log_disk(void *arg, const char *msg)
+{
+    (void)arg;
+    fprintf(stderr, "tiercached: disk: %s\n", msg);
+}
+
 /* The start-up line about the disk tier: backend and recovery. */
 static void srv_log_engine(server *srv)
 {
@@ -254,6 +262,7 @@ static int srv_run(server *srv)
         cfg.flush_ms = srv->set.flush_ms;
         cfg.compress_level = srv->set.compress_level;
         cfg.io_backend = srv->set.io_backend;
+        cfg.log = srv_log_disk;
     }
     cfg.errbuf = why;
     cfg.errbuf_len = sizeof(why);

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""The disk tier seen by a client (tiercached only): a restart keeps the
+items with their flags, expiry and CAS; a second server on the same data
+directory is refused; a disk that fails is reported (stats, the log) and in
+sync mode a store says SERVER_ERROR instead of STORED, while the server
+goes on serving from memory and stores again once the disk works; stats
+report the disk tier. The crash tests (tests/crash) cover kill -9 and
+power cuts; the engine's unit tests (test_disk, test_damage) cover the
+on-disk format, recovery and capacity.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from harness import Failure, Server, Suite, free_port, run
+
+S = Suite(__doc__)
+
+ONLY = dict(only="tiercached", reason="the disk tier is tiercached's")
+
+
+def data_dir(t):
+    d = tempfile.mkdtemp(prefix="tiercache-disk-")
+    t.defer(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def server_on(t, d, *extra):
+    """A server on data directory d (stopped by the caller)."""
+    srv = Server(S.binary, ["--dir", d] + list(extra), S.user_args)
+    srv.start()
+    t.defer(srv.stop)
+    return srv
+
+
+def stop_clean(t, srv):
+    problem = srv.stop()
+    t.check(problem is None, "clean stop: %s" % problem)
+
+
+@S.test(**ONLY)
+def restart_keeps_items(t):
+    d = data_dir(t)
+    srv = server_on(t, d)
+    c = t.conn(srv)
+    items = {}
+    for i in range(300):
+        key = t.key(str(i))
+        value = (b"v%d-" % i) * (1 + i * 7 % 900)
+        flags = i * 2654435761 % 2**32
+        exptime = 0 if i % 3 else 3600
+        c.call(b"set %s %d %d %d\r\n%s\r\n" % (key, flags, exptime,
+                                              len(value), value),
+               b"STORED\r\n")
+        items[key] = (flags, value)
+    c.call(b"delete %s\r\n" % t.key("0"), b"DELETED\r\n")
+    del items[t.key("0")]
+    cas = {k: c.gets(k)[2] for k in items}
+    stop_clean(t, srv)
+
+    srv = server_on(t, d)
+    c = t.conn(srv)
+    for key, (flags, value) in items.items():
+        got = c.gets(key)
+        t.check(got is not None, "%r kept across the restart" % key)
+        t.eq((got[0], got[1]), (flags, value), "%r after the restart" % key)
+        t.eq(got[2], cas[key], "CAS of %r after the restart" % key)
+    t.eq(c.get(t.key("0")), None, "a deleted key stays deleted")
+    # CAS never goes back: a new store gets a higher one.
+    c.call(b"set %s 0 0 1\r\nx\r\n" % t.key("new"), b"STORED\r\n")
+    t.check(c.gets(t.key("new"))[2] > max(cas.values()),
+            "CAS after the restart above every earlier one")
+    st = c.stats()
+    t.check(int(st["disk_items"]) >= len(items),
+            "disk_items %s counts the items" % st["disk_items"])
+    stop_clean(t, srv)
+
+
+@S.test(**ONLY)
+def second_server_on_the_directory_refused(t):
+    d = data_dir(t)
+    srv = server_on(t, d)
+    r = subprocess.run(
+        [S.binary, "-p", str(free_port()), "-l", "127.0.0.1", "--dir", d],
+        capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    t.eq(r.returncode, 1, "exit status of the second server")
+    t.check(d.encode() in r.stderr and b"another process" in r.stderr,
+            "a message naming the directory and why: %r" % r.stderr[:300])
+    # The first one is unharmed.
+    c = t.conn(srv)
+    c.call(b"set %s 0 0 1\r\na\r\n" % t.key(), b"STORED\r\n")
+    stop_clean(t, srv)
+
+
+@S.test(**ONLY)
+def disk_failure_reported_and_survived(t):
+    """A segment that cannot be created (a directory is in the way of its
+    name): stores in sync mode answer SERVER_ERROR, the server keeps
+    serving from memory, stats and the log say so; with the obstacle
+    gone, stores are durable again."""
+    d = data_dir(t)
+    # Small segments (the minimum, 1 MiB) so that the journal soon needs a
+    # second one.
+    srv = server_on(t, d, "--durability", "sync", "--disk-size", "16m",
+                    "-I", "64k")
+    segs = sorted(f for f in os.listdir(d) if f.startswith("seg-"))
+    t.check(len(segs) == 1, "one segment at the start: %r" % segs)
+    first = int(segs[0][4:-4], 16)
+    blocker = os.path.join(d, "seg-%016x.log" % (first + 1))
+    os.mkdir(blocker)
+    c = t.conn(srv)
+    value = os.urandom(40000)  # incompressible: fills the segment
+    replies = []
+    for i in range(80):
+        c.send(b"set %s 7 0 %d\r\n%s\r\n" % (t.key(str(i)), len(value), value))
+        replies.append(c.readline())
+    stored = replies.count(b"STORED\r\n")
+    errors = [r for r in replies if r.startswith(b"SERVER_ERROR")]
+    t.check(0 < stored < len(replies), "some stores before the failure: %d"
+            % stored)
+    t.check(len(errors) == len(replies) - stored,
+            "every other store answered SERVER_ERROR: %r" % replies[-3:])
+    t.check(replies[stored:] == [errors[0]] * len(errors),
+            "no STORED after the first failure")
+    t.note("%d stored, then %d x %r" % (stored, len(errors),
+                                       errors[0] if errors else None))
+    # Still serving: the stored values and (from memory) the failed ones.
+    t.eq(c.get(t.key("0")), (7, value), "a stored value")
+    t.eq(c.get(t.key(str(len(replies) - 1))), (7, value),
+         "a value the disk refused, from memory")
+    st = c.stats()
+    t.check(int(st["disk_write_errors"]) > 0, "stats disk_write_errors %s"
+            % st["disk_write_errors"])
+    t.check(int(st["disk_last_errno"]) != 0, "stats disk_last_errno")
+    deadline = time.monotonic() + 5
+    while b"tiercached: disk:" not in srv.stderr_bytes():
+        if time.monotonic() > deadline:
+            raise Failure("no disk problem in the log: " + srv.stderr_tail())
+        time.sleep(0.05)
+    t.note([ln for ln in srv.stderr_bytes().splitlines()
+            if b"disk:" in ln][0].decode(errors="replace"))
+    # The disk works again: stores are durable again.
+    os.rmdir(blocker)
+    c.call(b"set %s 7 0 5\r\nagain\r\n" % t.key("after"), b"STORED\r\n")
+    stop_clean(t, srv)
+    srv = server_on(t, d)
+    c = t.conn(srv)
+    t.eq(c.get(t.key("after")), (7, b"again"),
+         "a store after the disk recovered, after a restart")
+    t.eq(c.get(t.key("0")), (7, value), "a store before the failure")
+    stop_clean(t, srv)
+
+
+@S.test(**ONLY)
+def stats_report_the_disk_tier(t):
+    c = t.conn()
+    c.call(b"set %s 0 0 3\r\nabc\r\n" % t.key(), b"STORED\r\n")
+    st = c.stats()
+    for name in ("io_backend", "durability", "disk_items", "disk_bytes",
+                 "disk_limit_bytes", "disk_reads", "get_disk_hits",
+                 "journal_bytes", "journal_lag_bytes", "index_lag_records",
+                 "index_batches", "fsyncs", "fsync_us_p99", "compress_ratio",
+                 "recovery_records", "recovery_cut_bytes", "recovery_skipped",
+                 "recovery_seconds", "disk_read_errors", "disk_write_errors"):
+        t.check(name in st, "stats has %s" % name)
+    t.check(st["io_backend"] in ("io_uring", "threads"),
+            "io_backend %r" % st.get("io_backend"))
+    if "--io-backend=threads" in S.user_args:
+        t.eq(st["io_backend"], "threads", "the backend asked for")
+    t.eq(st["durability"], "async", "the default durability")
+
+
+if __name__ == "__main__":
+    run(S)
