@@ -125,6 +125,28 @@ tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out)
 
 /* ---- open and close ---- */
 
+/* Creates path and its missing parents (mkdir -p); false with errno set. */
+static bool disk_mkdirs(const char *path)
+{
+    char p[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(p)) {
+        errno = len == 0 ? ENOENT : ENAMETOOLONG;
+        return false;
+    }
+    memcpy(p, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (p[i] != '/' && p[i] != '\0')
+            continue;
+        char c = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return false;
+        p[i] = c;
+    }
+    return true;
+}
+
 static uint64_t disk_default_segment(const disk_config *c)
 {
     uint64_t s = c->disk_size / 16;
@@ -193,7 +215,7 @@ tc_status disk_open(const disk_config *cfg, mem *m, disk **out,
     if (d->cfg.flush_ms == 0)
         d->cfg.flush_ms = 100;
 
-    if (mkdir(cfg->dir, 0755) != 0 && errno != EEXIST) {
+    if (!disk_mkdirs(cfg->dir)) {
         snprintf(why, why_len, "cannot create %s: %s", cfg->dir,
                  strerror(errno));
         st = TC_EIO;
