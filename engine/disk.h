@@ -18,6 +18,20 @@
  * reads the record, checks it, decompresses it, and promotes the item to
  * the memory tier unless a newer version got there first.
  *
+ * Ordering and crash rules, as DESIGN.md has them, except:
+ *   - durability "none" indexes records once written, not once durable
+ *     (nothing is ever durable there before close): after a machine
+ *     crash the index may point at records the crash took; they fail
+ *     the reader's checks (CRC, key, LSN) and are answered as misses;
+ *   - a rescue (reclaim.c) does not rewrite the index entry in place: it
+ *     logs the version memory holds as a new record, whose higher LSN
+ *     wins in the index like any write; the segment is deleted only once
+ *     that record is indexed (durable);
+ *   - the journal writer waits for each write to complete before the
+ *     next, and an fdatasync covers everything written before it, so the
+ *     journal's durable part is always a prefix: records are acknowledged
+ *     ("sync") and indexed in LSN order.
+ *
  * Thread ownership: disk_log() and disk_maybe() may be called from any
  * thread; the callbacks of disk_load() and of waiters run on the disk
  * tier's threads and must be short.
