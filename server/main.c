@@ -39,11 +39,16 @@ void srv_log(server *srv, int level, const char *fmt, ...)
     fprintf(stderr, "tiercached: %s\n", buf);
 }
 
-/* Raises the open-file limit to fit -c connections and our own files. */
+/* Raises the open-file limit to fit -c connections and our own files:
+ * the disk tier keeps each segment open, disk-size/16 each (at least 1
+ * MiB, at most 64 MiB: a large disk has many). */
 static void srv_raise_nofile(server *srv)
 {
     struct rlimit rl;
-    rlim_t want = (rlim_t)srv->set.max_conns + SRV_SPARE_FDS;
+    rlim_t segs = 0;
+    if (srv->set.dir[0] != '\0')
+        segs = 20 + (rlim_t)(srv->set.disk_size >> 26);
+    rlim_t want = (rlim_t)srv->set.max_conns + SRV_SPARE_FDS + segs;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
         return;
     if (rl.rlim_max < want) {
@@ -54,11 +59,12 @@ static void srv_raise_nofile(server *srv)
     }
     rl.rlim_cur = want;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0 ||
-        want < (rlim_t)srv->set.max_conns + SRV_SPARE_FDS)
+        want < (rlim_t)srv->set.max_conns + SRV_SPARE_FDS + segs)
         fprintf(stderr,
                 "tiercached: warning: open-file limit %llu is below -c %u "
-                "plus %d; connections may be refused\n",
-                (unsigned long long)want, srv->set.max_conns, SRV_SPARE_FDS);
+                "plus %llu; connections may be refused\n",
+                (unsigned long long)want, srv->set.max_conns,
+                (unsigned long long)(SRV_SPARE_FDS + segs));
 }
 
 static int srv_listen_one(server *srv, const char *host)
@@ -266,6 +272,7 @@ static int srv_run(server *srv)
     }
     cfg.errbuf = why;
     cfg.errbuf_len = sizeof(why);
+    srv_raise_nofile(srv); /* before the engine opens its segments */
     st = tc_open(&cfg, &srv->engine);
     if (st != TC_OK) {
         fprintf(stderr, "tiercached: cannot open %s: %s%s%s\n",
@@ -274,7 +281,6 @@ static int srv_run(server *srv)
         return 1;
     }
     srv_log_engine(srv);
-    srv_raise_nofile(srv);
     srv->loop = ev_default_loop(EVFLAG_AUTO);
     if (srv->loop == NULL || srv_listen(srv) != 0)
         goto out;
