@@ -184,6 +184,12 @@ class Server:
             last = "server exited with status %s before accepting" % (
                 self.proc.returncode,)
             self._cleanup_dir()
+            # Only a port taken between free_port() and the bind is worth
+            # another try: any other early exit (a crash in recovery, a
+            # refused directory) is the result, and a retry would hide it.
+            err = self.stderr_bytes()
+            if b"cannot listen" not in err and b"in use" not in err:
+                break
         self.start_error = "%s\nargv: %s\nstderr: %s" % (
             last, " ".join(self.argv or []), self.stderr_tail())
         raise Failure(self.start_error)
