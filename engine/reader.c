@@ -232,6 +232,9 @@ static void rd_reap(disk_reader *r, int timeout_ms)
         }
         atomic_fetch_add(&r->d->st_disk_reads, 1);
     }
+    /* io_uring: reads queued here reach the kernel now, not at the next
+     * turn of the loop, which may be a poll timeout away. */
+    io_flush(r->q);
 }
 
 static void *rd_main(void *arg)

@@ -260,7 +260,9 @@ static tc_status replay_segment(rec_state *rs, uint64_t *ids, size_t n,
         return TC_EIO;
     }
     size_t size = (size_t)len;
-    while (off + SEG_REC_HDR <= size) {
+    /* Up to the file's end: fewer bytes than a record header that are
+     * not all zeros (a file cut short inside a record) are damage too. */
+    while (off < size) {
         seg_rec r;
         const unsigned char *key, *val;
         size_t rec = seg_rec_decode(rs->buf + off, size - off, &r, &key, &val);
@@ -385,15 +387,26 @@ tc_status recover_run(disk *d, char *why, size_t why_len)
     uint64_t top = rs.last_lsn > d->meta.checkpoint_lsn ? rs.last_lsn
                                                         : d->meta.checkpoint_lsn;
     d->next_lsn = top + 1;
-    if (n == 0) {
+    if (n == 0 || ids[n - 1] < d->meta.next_seg) {
+        /* No segment at or past the checkpoint's (a new directory, or
+         * their headers were damaged and they were dropped above): the
+         * segments left are wholly indexed and where their records end
+         * is not known, so writing must not go on in one of them (it
+         * would overwrite records the index points at). It starts a new
+         * segment after every id the index may name, and the checkpoint
+         * moves there (disk_open commits d->meta), so that the next
+         * recovery reads what is written from now on. */
+        uint64_t id = d->meta.next_seg + 1;
         int fd;
-        st = disk_seg_create(d, rs.q, 1, &fd);
+        st = disk_seg_create(d, rs.q, id, &fd);
         if (st != TC_OK) {
-            snprintf(why, why_len, "creating the first segment: %s",
+            snprintf(why, why_len, "creating segment %" PRIu64 ": %s", id,
                      tc_strerror(st));
             goto out;
         }
-        d->cur_seg = 1;
+        d->meta.next_seg = id;
+        d->meta.next_off = SEG_HDR_SIZE;
+        d->cur_seg = id;
         d->cur_fd = fd;
         d->cur_off = SEG_HDR_SIZE;
     } else {
