@@ -680,6 +680,13 @@ void iosim_complete_locked(io_op *op)
 {
     if (op->sim == NULL)
         return;
+    /* An io_uring operation the kernel finished around the cut, seen only
+     * now: the files were restored without it, so its caller must not
+     * learn that it succeeded (an fdatasync reported done would have its
+     * writes acknowledged, and they are gone). The machine lost power
+     * before the result came back. */
+    if (iosim_cut_locked())
+        op->res = -EIO;
     if (op->opcode == IO_OP_FDATASYNC) {
         sim_sync *s = op->sim;
         sync_done(s->f, s->ticket, op->res);
