@@ -398,6 +398,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "disk_items", idx_count(d->ix));
     stat_u64(fn, arg, "disk_bytes", disk_usage(d));
     stat_u64(fn, arg, "disk_limit_bytes", d->cfg.disk_size);
+    stat_u64(fn, arg, "disk_index_bytes", idx_file_bytes(d->ix));
+    stat_u64(fn, arg, "disk_index_live_bytes", idx_live_bytes(d->ix));
     stat_u64(fn, arg, "disk_segments", d->nsegs);
     stat_u64(fn, arg, "disk_reads", atomic_load(&d->st_disk_reads));
     stat_u64(fn, arg, "disk_read_errors",

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct idx {
     MDB_dbi keys;
     MDB_dbi meta;
     MDB_txn *wtxn;
+    _Atomic uint64_t live_bytes; /* pages the trees use, at the last commit */
     char path[4096];
 };
 
@@ -149,6 +151,22 @@ static tc_status idx_err(int rc)
     }
 }
 
+/* Bytes of the pages the index's trees use as txn sees them (the keys,
+ * the meta and the main database that names them). */
+static void idx_measure(idx *x, MDB_txn *txn)
+{
+    uint64_t pages = 0, psize = 4096;
+    MDB_dbi dbis[3] = {x->keys, x->meta, 1 /* MAIN_DBI */};
+    for (int i = 0; i < 3; i++) {
+        MDB_stat ms;
+        if (mdb_stat(txn, dbis[i], &ms) != 0)
+            continue;
+        psize = ms.ms_psize;
+        pages += ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages;
+    }
+    atomic_store(&x->live_bytes, pages * psize);
+}
+
 /* The one key of the meta database (a fresh MDB_val each time: LMDB
  * takes them as non-const). */
 static MDB_val meta_key(void)
@@ -240,6 +258,7 @@ tc_status idx_open(const char *dir, size_t map_size, idx **out,
         st = idx_err(rc);
         goto fail;
     }
+    idx_measure(x, txn);
     if ((rc = mdb_txn_commit(txn)) != 0) {
         st = idx_err(rc);
         goto fail;
@@ -321,7 +340,11 @@ tc_status idx_set_meta(idx *x, const idx_meta *m)
 
 tc_status idx_commit(idx *x)
 {
+    uint64_t before = atomic_load(&x->live_bytes);
+    idx_measure(x, x->wtxn);
     int rc = mdb_txn_commit(x->wtxn);
+    if (rc != 0)
+        atomic_store(&x->live_bytes, before);
     x->wtxn = NULL;
     return idx_err(rc);
 }
@@ -423,6 +446,11 @@ uint64_t idx_count(idx *x)
     int rc = mdb_stat(txn, x->keys, &st);
     mdb_txn_abort(txn);
     return rc == 0 ? st.ms_entries : 0;
+}
+
+uint64_t idx_live_bytes(idx *x)
+{
+    return atomic_load(&x->live_bytes);
 }
 
 uint64_t idx_file_bytes(idx *x)

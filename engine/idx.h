@@ -96,8 +96,10 @@ tc_status idx_lookup(idx_reader *r, const void *key, size_t klen,
 /* Ends the reader's snapshot so that it does not pin old pages. */
 void idx_reader_reset(idx_reader *r);
 
-/* Entries in keys, and the size of data.mdb. */
+/* Entries in keys; the size of data.mdb; the bytes of the pages its
+ * trees use (as of the last commit). */
 uint64_t idx_count(idx *x);
 uint64_t idx_file_bytes(idx *x);
+uint64_t idx_live_bytes(idx *x);
 
 #endif /* TC_IDX_H */

@@ -29,13 +29,22 @@
 #include "disk_int.h"
 #include "item.h"
 
-/* Bytes the directory holds: segments and the index file. */
+#define IDX_GROWTH 2
+
+/* Bytes the directory holds, or is about to: the segments and the index
+ * file. The index file never shrinks, and grows to about twice the pages
+ * its trees use (a commit copies the pages it changes; the pages it frees
+ * are reused only by a later one), so the index counts at least that
+ * much: reclaiming starts before data.mdb has grown past its share, not
+ * after, when dropping keys could no longer make it smaller. */
 uint64_t disk_usage(disk *d)
 {
     pthread_mutex_lock(&d->seg_lock);
     uint64_t n = d->nsegs;
     pthread_mutex_unlock(&d->seg_lock);
-    return n * d->cfg.segment_size + idx_file_bytes(d->ix);
+    uint64_t file = idx_file_bytes(d->ix);
+    uint64_t grows = IDX_GROWTH * idx_live_bytes(d->ix);
+    return n * d->cfg.segment_size + (grows > file ? grows : file);
 }
 
 static bool reclaim_read(disk *d, int fd, unsigned char **buf, size_t *len)
