@@ -71,7 +71,8 @@ struct disk {
     jr_entry *q_tail;
     size_t q_bytes;
     uint64_t next_lsn;
-    jr_entry *q_free;
+    jr_entry *q_free;  /* recycled entries, at most JR_FREE_MAX */
+    size_t q_nfree;
     bool stopping;
     bool jr_idle; /* the writer sleeps with nothing written to sync */
     _Atomic size_t unindexed; /* logged and not yet indexed, bytes */
@@ -88,6 +89,8 @@ struct disk {
     uint64_t cur_seg; /* the segment being appended to */
     int cur_fd;
     uint64_t cur_off; /* where the next record goes */
+    unsigned zc_misses;  /* compressions in a row that did not pay */
+    unsigned zc_skipped; /* values stored raw untried since (journal.c) */
 
     /* The index writer. */
     pthread_t indexer;

@@ -22,6 +22,15 @@
  * A record that does not fit the rest of the current segment starts the
  * next one; the rest of the old one stays zero.
  *
+ * Compression is tried on every value at or above compress_min until
+ * JR_ZC_MISSES attempts in a row have not paid; from then on only one
+ * value in JR_ZC_SAMPLE is tried, and the first that pays brings back
+ * trying them all. An attempt that fails costs as much as one that
+ * succeeds (measured here: 3.3 us for a 100-byte value at level 1, which
+ * never pays without a dictionary; the rest of a set costs about 1 us),
+ * so values that do not compress no longer pay for the attempt, and a
+ * mix in which even one value in JR_ZC_MISSES compresses is not affected.
+ *
  * Write errors (ENOSPC, EIO): the batch is not retried; its waiters get
  * TC_EIO; the index writer takes its keys out of the index (so no older
  * value of theirs can come back from disk) and unpins its items, which
@@ -40,6 +49,13 @@
 #include "item.h"
 
 #define JR_WAIT_IDLE_MS 1000
+#define JR_ZC_MISSES 32
+#define JR_ZC_SAMPLE 32
+/* Entries kept for reuse; the rest are freed. A burst fills the queue
+ * with up to queue_max bytes of records (some 250,000 entries of 100-byte
+ * values); keeping every entry it needed held that peak (about 24 MB)
+ * for the process's life. */
+#define JR_FREE_MAX 4096
 
 static uint64_t now_us(void)
 {
@@ -53,6 +69,7 @@ jr_entry *journal_entry_new(disk *d)
     jr_entry *e = d->q_free;
     if (e != NULL) {
         d->q_free = e->next;
+        d->q_nfree--;
     } else {
         e = malloc(sizeof(*e));
         if (e == NULL)
@@ -65,9 +82,14 @@ jr_entry *journal_entry_new(disk *d)
 void journal_entry_free(disk *d, jr_entry *e)
 {
     pthread_mutex_lock(&d->q_lock);
-    e->next = d->q_free;
-    d->q_free = e;
+    if (d->q_nfree < JR_FREE_MAX) {
+        e->next = d->q_free;
+        d->q_free = e;
+        d->q_nfree++;
+        e = NULL;
+    }
     pthread_mutex_unlock(&d->q_lock);
+    free(e);
 }
 
 /* Bytes an entry holds in memory until it is indexed. */
@@ -257,6 +279,8 @@ static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
     r->stored_len = r->raw_len = (uint32_t)vlen;
     if (d->wz == NULL || vlen < d->cfg.compress_min)
         return v;
+    if (d->zc_misses >= JR_ZC_MISSES && ++d->zc_skipped % JR_ZC_SAMPLE != 0)
+        return v;
     size_t bound = zc_bound(vlen);
     if (bound > *scratch_cap) {
         unsigned char *s = realloc(*scratch, bound);
@@ -266,8 +290,12 @@ static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
         *scratch_cap = bound;
     }
     size_t out_len;
-    if (zc_compress(d->wz, v, vlen, *scratch, bound, &out_len) != ZC_ZSTD)
+    if (zc_compress(d->wz, v, vlen, *scratch, bound, &out_len) != ZC_ZSTD) {
+        if (d->zc_misses < JR_ZC_MISSES)
+            d->zc_misses++;
         return v;
+    }
+    d->zc_misses = 0;
     r->codec = SEG_ZSTD;
     r->stored_len = (uint32_t)out_len;
     return *scratch;
@@ -494,4 +522,5 @@ void journal_free_entries(disk *d)
         e = next;
     }
     d->q_free = NULL;
+    d->q_nfree = 0;
 }
