@@ -13,7 +13,12 @@
  *     stream cannot be resynchronised) and is counted as a protocol error;
  *   - no allocation, formatting or clock read per request on the hot path:
  *     requests are built from a key template, the clock is read once per
- *     write() and once per read().
+ *     write() and once per read();
+ *   - the background group (--bg-conns) is a second set of connections
+ *     with its own key range, depth and optional rate: it issues gets only
+ *     in the warm-up and the measured run, never counts toward -n, and
+ *     its replies are counted and timed apart from the main group's (its
+ *     errors and wrong values still fail the run).
  */
 #ifndef TC_BENCH_LOAD_H
 #define TC_BENCH_LOAD_H
@@ -43,11 +48,13 @@ typedef struct ld_req {
     uint32_t key;
     uint8_t op;
     uint8_t phase;
+    uint8_t bg; /* issued by the background group */
     uint64_t t_ns; /* when the write() carrying it was issued */
 } ld_req;
 
 typedef struct ld_conn {
     int fd;
+    bool bg;   /* one of the background group's connections */
     bool dead;
     bool want_out; /* EPOLLOUT is armed: a write is pending */
     ld_req *fifo;
@@ -80,6 +87,7 @@ typedef struct ld_opts {
     double seconds;     /* 0: no time limit */
     double warmup;
     uint32_t keys;
+    uint32_t key_offset; /* key numbers are key_offset + [0, keys) */
     double skew;        /* 0: uniform */
     uint32_t vmin, vmax;
     unsigned ratio_get, ratio_set;
@@ -89,6 +97,14 @@ typedef struct ld_opts {
     double timeout;
     bool json_only;
     bool spin; /* poll without sleeping */
+    /* The background group: bg_conns connections of bg_depth requests in
+     * flight, gets of keys bg_offset + [0, bg_keys), uniform, at most
+     * bg_rate a second over the group (0: as fast as replies come). */
+    unsigned bg_conns;
+    unsigned bg_depth;
+    uint32_t bg_keys;
+    uint32_t bg_offset;
+    double bg_rate;
 } ld_opts;
 
 typedef struct ld {
@@ -115,6 +131,13 @@ typedef struct ld {
 
     ld_counts cnt[LD_PHASES];
     hist lat; /* the run phase's latencies */
+    /* The background group: its own key draws, counts and latencies, and
+     * what it issued since its phase began (for the rate). */
+    rng bg_r;
+    ld_counts bg_cnt[LD_PHASES];
+    hist bg_lat;
+    uint64_t bg_issued;
+    uint64_t phase_start_ns;
     uint64_t prefill_ns;
     uint64_t run_start_ns, run_end_ns;
     uint64_t idle_ns; /* of the run, spent waiting for replies */
@@ -149,5 +172,33 @@ void ld_kill(ld *L, ld_conn *c, const char *why);
 /* The next request of the current phase; false when the phase has no more
  * (tc_load.c). */
 bool ld_next(ld *L, uint32_t *key, int *op);
+
+/* The next key of the background group, if it may issue one now: only in
+ * the warm-up and the run, and within its rate (tc_load.c). */
+bool ld_next_bg(ld *L, uint64_t now, uint32_t *key);
+
+/* The counters a reply to r goes to. */
+static inline ld_counts *ld_cnt(ld *L, const ld_req *r)
+{
+    return r->bg ? &L->bg_cnt[r->phase] : &L->cnt[r->phase];
+}
+
+/*
+ * How many more requests a group limited to `rate` a second may issue,
+ * elapsed_ns into its phase, having issued `issued`: the requests due by
+ * now (one at the start) minus those issued. Never negative; a rate of 0
+ * means no limit (UINT64_MAX).
+ */
+static inline uint64_t ld_allowance(double rate, uint64_t elapsed_ns,
+                                    uint64_t issued)
+{
+    if (rate <= 0)
+        return UINT64_MAX;
+    double due = 1.0 + rate * ((double)elapsed_ns / 1e9);
+    if (due >= 1.8e19)
+        return UINT64_MAX;
+    uint64_t d = (uint64_t)due;
+    return d > issued ? d - issued : 0;
+}
 
 #endif /* TC_BENCH_LOAD_H */

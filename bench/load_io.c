@@ -80,19 +80,26 @@ static size_t ld_clamp(size_t v, size_t lo, size_t hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* Requests a connection keeps in flight at most. */
+static unsigned ld_depth(const ld *L, const ld_conn *c)
+{
+    return c->bg ? L->o.bg_depth : L->o.depth;
+}
+
 static bool ld_conn_init(ld *L, ld_conn *c)
 {
     bool ok = false;
     uint32_t slots = 1;
-    while (slots < L->o.depth)
+    unsigned depth = ld_depth(L, c);
+    while (slots < depth)
         slots *= 2;
 
     size_t set_max = LD_SET_OVERHEAD + (size_t)L->kv.vmax;
     size_t reply_max = LD_HEADER_MAX + (size_t)L->kv.vmax + 7;
-    c->wcap = ld_clamp((size_t)L->o.depth * set_max, LD_BUF_MIN, LD_BUF_MAX);
+    c->wcap = ld_clamp((size_t)depth * set_max, LD_BUF_MIN, LD_BUF_MAX);
     if (c->wcap < set_max)
         c->wcap = set_max;
-    c->rcap = ld_clamp((size_t)L->o.depth * reply_max, LD_BUF_MIN, LD_BUF_MAX);
+    c->rcap = ld_clamp((size_t)depth * reply_max, LD_BUF_MIN, LD_BUF_MAX);
     if (c->rcap < 2 * reply_max)
         c->rcap = 2 * reply_max;
 
@@ -121,15 +128,18 @@ bool ld_connect_all(ld *L)
         goto out;
     }
 
-    L->conns = calloc(L->o.conns, sizeof(*L->conns));
+    unsigned total = L->o.conns + L->o.bg_conns;
+    L->conns = calloc(total, sizeof(*L->conns));
     if (L->conns == NULL) {
         ld_error(L, LD_RUN, false, "out of memory");
         goto out;
     }
-    for (unsigned i = 0; i < L->o.conns; i++)
+    for (unsigned i = 0; i < total; i++) {
         L->conns[i].fd = -1;
+        L->conns[i].bg = i >= L->o.conns;
+    }
 
-    for (unsigned i = 0; i < L->o.conns; i++) {
+    for (unsigned i = 0; i < total; i++) {
         ld_conn *c = &L->conns[i];
         if (!ld_conn_init(L, c)) {
             ld_error(L, LD_RUN, false, "out of memory for connection buffers");
@@ -166,7 +176,7 @@ void ld_conns_free(ld *L)
 {
     if (L->conns == NULL)
         return;
-    for (unsigned i = 0; i < L->o.conns; i++) {
+    for (unsigned i = 0; i < L->o.conns + L->o.bg_conns; i++) {
         ld_conn *c = &L->conns[i];
         if (c->fd >= 0)
             close(c->fd);
@@ -267,24 +277,29 @@ void ld_fill(ld *L, ld_conn *c)
     char *p = c->wbuf;
     char *end = c->wbuf + c->wcap;
     size_t set_max = LD_SET_OVERHEAD + (size_t)L->kv.vmax;
+    unsigned depth = ld_depth(L, c);
+    /* The background group's rate needs the time; the main group reads
+     * the clock only once it has something to send. */
+    uint64_t t = c->bg ? ld_now() : 0;
 
-    while (c->tail - c->head < L->o.depth &&
-           (size_t)(end - p) >= set_max) {
+    while (c->tail - c->head < depth && (size_t)(end - p) >= set_max) {
         uint32_t key;
-        int op;
-        if (!ld_next(L, &key, &op))
+        int op = LD_GET;
+        if (c->bg ? !ld_next_bg(L, t, &key) : !ld_next(L, &key, &op))
             break;
         ld_req *r = &c->fifo[c->tail & c->mask];
         r->key = key;
         r->op = (uint8_t)op;
         r->phase = (uint8_t)L->phase;
+        r->bg = c->bg;
         p = op == LD_GET ? ld_put_get(p, key) : ld_put_set(L, p, key);
         c->tail++;
     }
     if (c->tail == first)
         return;
 
-    uint64_t t = ld_now();
+    if (!c->bg)
+        t = ld_now();
     for (uint32_t i = first; i != c->tail; i++)
         c->fifo[i & c->mask].t_ns = t;
     L->inflight += c->tail - first;
@@ -354,7 +369,7 @@ static int ld_error_line(ld *L, const ld_req *r, const char *p, size_t len,
 static int ld_parse_get(ld *L, const ld_req *r, const char *p, size_t len,
                         size_t *used)
 {
-    ld_counts *k = &L->cnt[r->phase];
+    ld_counts *k = ld_cnt(L, r);
     if (ld_starts(p, len, "END\r\n", 5)) {
         k->misses++;
         *used = 5;
@@ -429,7 +444,7 @@ static int ld_parse_set(ld *L, const ld_req *r, const char *p, size_t len,
                         size_t *used)
 {
     if (ld_starts(p, len, "STORED\r\n", 8)) {
-        L->cnt[r->phase].stored++;
+        ld_cnt(L, r)->stored++;
         *used = 8;
         return LD_DONE;
     }
@@ -457,10 +472,12 @@ static bool ld_parse(ld *L, ld_conn *c, uint64_t now)
         }
         off += used;
         if (r->op == LD_GET)
-            L->cnt[r->phase].gets++;
+            ld_cnt(L, r)->gets++;
         else
-            L->cnt[r->phase].sets++;
-        if (r->phase == LD_RUN) {
+            ld_cnt(L, r)->sets++;
+        if (r->phase == LD_RUN && r->bg) {
+            hist_add(&L->bg_lat, now - r->t_ns);
+        } else if (r->phase == LD_RUN) {
             hist_add(&L->lat, now - r->t_ns);
             L->run_end_ns = now;
         }

@@ -7,7 +7,13 @@ and checks its JSON report: no errors, no wrong values, every get a hit
 after the prefill, the request count honoured. Also checks that tc-load
 does notice what it must never ignore: wrong values (canned serving other
 value sizes) and replies that are not the protocol (a server answering
-garbage), each of which must make it exit non-zero with the right count.
+garbage), each of which must make it exit non-zero with the right count;
+and its key-range options: --key-offset moves the keys (a real server
+misses the keys below the range it was filled with), the background group
+(--bg-*) is counted apart and keeps its --bg-rate.
+
+tiercached runs with its disk tier in a fresh temporary --dir, removed at
+the end.
 
     smoke.py --tc-load PATH --canned PATH [--memcached PATH]
              [--tiercached PATH]
@@ -19,9 +25,11 @@ Standard library only; run with /usr/bin/python3.
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -120,6 +128,44 @@ def against_server(tap, label, tc, port):
                 "pipelining", rc, res, out, 2000)
 
 
+def key_ranges(tap, label, tc, port, real):
+    """--key-offset and the background group. On a real server (which
+    stores what it is sent) keys below the filled range must miss."""
+    off = 3000000000
+    rc, res, out = tc_load(tc, port, "--prefill", "--key-offset", str(off),
+                           "-k", "500", "-n", "2000", "-c", "2", "-d", "4",
+                           "-V", "1-3000", "--bg-conns", "2",
+                           "--bg-depth", "3", "--bg-offset", str(off + 100),
+                           "--bg-keys", "300")
+    tap.ok(rc == 0 and res is not None and res["errors"] == 0 and
+           res["wrong_values"] == 0 and res["ops"] == 2000 and
+           res["hits"] == 2000 and res["key_offset"] == off and
+           res["prefill_stored"] == 500 and
+           res["verify_hits"] == res["verify_gets"] and
+           res["bg_gets"] > 0 and res["bg_hits"] == res["bg_gets"] and
+           res["bg_p99_us"] > 0,
+           f"{label}: --key-offset and a background group, counted apart, "
+           "every value checked", out)
+    if real:
+        rc, res, out = tc_load(tc, port, "--key-offset", str(off - 500),
+                               "-k", "500", "-n", "1000", "-V", "1-3000")
+        tap.ok(rc == 0 and res is not None and res["misses"] == 1000,
+               f"{label}: keys below the --key-offset range were never "
+               "stored", out)
+
+
+def bg_rate(tap, tc, port):
+    rc, res, out = tc_load(tc, port, "-k", "100", "-t", "1", "-c", "1",
+                           "-d", "1", "-V", "1-3000", "--bg-conns", "2",
+                           "--bg-rate", "2000")
+    tap.ok(rc == 0 and res is not None and
+           1600 <= res["bg_ops_per_sec"] <= 2400 and res["ops"] > 0,
+           "canned: the background group keeps --bg-rate 2000", out)
+    rc, res, out = tc_load(tc, port, "--key-offset", "4294967295", "-k", "2",
+                           "-n", "10")
+    tap.ok(rc == 2, "tc-load refuses key numbers past 2^32 - 1", out)
+
+
 def garbage_server(port_box, ready):
     """Accepts one connection and answers anything with a non-reply."""
     srv = socket.socket()
@@ -151,6 +197,7 @@ def main():
     a = ap.parse_args()
     tap = Tap()
     procs = []
+    tmp = tempfile.mkdtemp(prefix="bench-smoke-")
     try:
         # canned: value sizes 1-3000 bytes, as the runs below use.
         canned = subprocess.Popen([a.canned, "-p", "0", "-V", "1-3000"],
@@ -165,6 +212,18 @@ def main():
                                    "-V", "1-2999")
             tap.ok(rc == 1 and res is not None and res["wrong_values"] > 0,
                    "wrong values are counted and fail the run", out)
+            # Sets only in the main group (canned stores nothing, answers
+            # STORED): the wrong values can only come from the background
+            # group's gets, and must fail the run just the same.
+            rc, res, out = tc_load(a.tc_load, port, "-k", "100", "-t", "0.3",
+                                   "-r", "0:1", "-V", "1-2999",
+                                   "--bg-conns", "1", "--bg-keys", "100")
+            tap.ok(rc == 1 and res is not None and res["gets"] == 0 and
+                   res["bg_gets"] > 0 and res["wrong_values"] > 0,
+                   "background group values are checked and fail the run",
+                   out)
+            key_ranges(tap, "canned", a.tc_load, port, False)
+            bg_rate(tap, a.tc_load, port)
 
         box, ready = [], threading.Event()
         t = threading.Thread(target=garbage_server, args=(box, ready),
@@ -180,22 +239,27 @@ def main():
         servers = [("memcached", a.memcached), ("tiercached", a.tiercached)]
         for name, path in servers:
             if not path or not os.path.exists(path):
-                tap.skip(f"{name}: mixed requests", "not built or installed")
-                tap.skip(f"{name}: one connection", "not built or installed")
+                for what in ("mixed requests", "one connection",
+                             "key offset", "keys below the range"):
+                    tap.skip(f"{name}: {what}", "not built or installed")
                 continue
             sport = free_port()
             argv = [path, "-p", str(sport), "-l", "127.0.0.1", "-m", "64",
                     "-t", "1", "-U", "0"]
             if name == "memcached" and os.geteuid() == 0:
                 argv += ["-u", "root"]
+            if name == "tiercached":
+                argv += ["--dir", os.path.join(tmp, "tiercache-data")]
             p = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
             procs.append(p)
             if tap.ok(wait_port(sport, p), f"{name} starts", argv):
                 against_server(tap, name, a.tc_load, sport)
+                key_ranges(tap, name, a.tc_load, sport, True)
     finally:
         for p in procs:
             stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"1..{tap.n}")
     return 1 if tap.failed else 0
 

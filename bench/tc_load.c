@@ -22,6 +22,15 @@
  * Throughput is the measured run's completed requests divided by the time
  * from its first write to its last reply.
  *
+ * A background group of connections (--bg-conns) can run beside the main
+ * one in the same loop: gets of its own key range, uniform, optionally at
+ * a fixed rate, counted and timed apart. It is how one measures the
+ * latency of one kind of request while another kind loads the server
+ * (hot keys beside cold ones) without a second process competing for the
+ * client's core: two polling processes on one core would take turns in
+ * scheduler slices of milliseconds, and that wait would be measured as
+ * the server's latency.
+ *
  * By default the loop polls (epoll_wait with a zero timeout) instead of
  * sleeping: tc-load owns its core, and on the virtual machines this runs
  * on, waking a sleeping core costs more than the loopback round trip
@@ -45,6 +54,10 @@
 #define LD_MAX_EVENTS 256
 #define LD_MAX_CONNS 10000u
 #define LD_MAX_DEPTH 65536u
+/* Sleeping in epoll_wait (--no-spin), the longest nap: 100 ms, or 1 ms
+ * while a background rate needs the loop to come round. */
+#define LD_NAP_MS 100
+#define LD_NAP_RATE_MS 1
 
 static void ld_usage(FILE *f)
 {
@@ -59,6 +72,7 @@ static void ld_usage(FILE *f)
 "      --warmup S         run the workload S seconds before measuring\n"
 "  -r, --ratio G:S        gets to sets, e.g. 9:1 for 90%% gets (1:0)\n"
 "  -k, --keys N           key space: keys 0..N-1 (100000)\n"
+"      --key-offset N     shift the key space: keys N..N+k-1 (0)\n"
 "  -z, --zipf S           Zipf-distributed keys with skew S; 0 or absent:\n"
 "                         uniform. Key 0 is the most popular.\n"
 "  -V, --value-size N|A-B value size in bytes, fixed or a range (100)\n"
@@ -69,6 +83,14 @@ static void ld_usage(FILE *f)
 "      --timeout S        fail if no reply comes for S seconds (10)\n"
 "      --json             print only the JSON line\n"
 "      --no-spin          sleep in epoll_wait instead of polling\n"
+"Background group (gets beside the workload, counted apart; warm-up and\n"
+"run only, not counted in -n):\n"
+"      --bg-conns N       its connections (0: none)\n"
+"      --bg-depth N       requests in flight per connection (1)\n"
+"      --bg-keys N        its key space, uniform (-k)\n"
+"      --bg-offset N      its first key (0)\n"
+"      --bg-rate R        at most R gets a second over the group\n"
+"                         (0: as fast as the replies come)\n"
 "  -h, --help\n"
 "Keys are \"" KV_KEY_PREFIX "\" and %d zero-padded digits; values are a\n"
 "deterministic pattern of the key, checked on every get hit.\n"
@@ -120,7 +142,13 @@ enum {
     OPT_SEED,
     OPT_TIMEOUT,
     OPT_JSON,
-    OPT_NO_SPIN
+    OPT_NO_SPIN,
+    OPT_KEY_OFFSET,
+    OPT_BG_CONNS,
+    OPT_BG_DEPTH,
+    OPT_BG_KEYS,
+    OPT_BG_OFFSET,
+    OPT_BG_RATE
 };
 
 /* Fills *o from the command line; returns 0, or 2 for bad usage, or -1
@@ -145,16 +173,22 @@ static int ld_options(int argc, char **argv, ld_opts *o)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", no_argument, NULL, OPT_JSON},
         {"no-spin", no_argument, NULL, OPT_NO_SPIN},
+        {"key-offset", required_argument, NULL, OPT_KEY_OFFSET},
+        {"bg-conns", required_argument, NULL, OPT_BG_CONNS},
+        {"bg-depth", required_argument, NULL, OPT_BG_DEPTH},
+        {"bg-keys", required_argument, NULL, OPT_BG_KEYS},
+        {"bg-offset", required_argument, NULL, OPT_BG_OFFSET},
+        {"bg-rate", required_argument, NULL, OPT_BG_RATE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool have_n = false, have_t = false;
+    bool have_n = false, have_t = false, have_bg_keys = false;
     uint64_t v;
 
     *o = (ld_opts){.host = "127.0.0.1", .port = 11211, .conns = 16,
                    .depth = 16, .keys = 100000, .vmin = 100, .vmax = 100,
                    .ratio_get = 1, .ratio_set = 0, .verify = 1000, .seed = 1,
-                   .timeout = 10, .spin = true};
+                   .timeout = 10, .spin = true, .bg_depth = 1};
     int ch;
     while ((ch = getopt_long(argc, argv, "s:p:c:d:n:t:r:k:z:V:h", longopts,
                              NULL)) != -1) {
@@ -218,6 +252,30 @@ static int ld_options(int argc, char **argv, ld_opts *o)
         case OPT_NO_SPIN:
             o->spin = false;
             break;
+        case OPT_KEY_OFFSET:
+            ok = ld_parse_u64(optarg, UINT32_MAX, &v);
+            o->key_offset = (uint32_t)v;
+            break;
+        case OPT_BG_CONNS:
+            ok = ld_parse_u64(optarg, LD_MAX_CONNS, &v);
+            o->bg_conns = (unsigned)v;
+            break;
+        case OPT_BG_DEPTH:
+            ok = ld_parse_u64(optarg, LD_MAX_DEPTH, &v) && v > 0;
+            o->bg_depth = (unsigned)v;
+            break;
+        case OPT_BG_KEYS:
+            ok = ld_parse_u64(optarg, UINT32_MAX, &v) && v > 0;
+            o->bg_keys = (uint32_t)v;
+            have_bg_keys = true;
+            break;
+        case OPT_BG_OFFSET:
+            ok = ld_parse_u64(optarg, UINT32_MAX, &v);
+            o->bg_offset = (uint32_t)v;
+            break;
+        case OPT_BG_RATE:
+            ok = ld_parse_double(optarg, &o->bg_rate);
+            break;
         case 'h':
             return -1;
         default:
@@ -231,6 +289,19 @@ static int ld_options(int argc, char **argv, ld_opts *o)
     }
     if (optind != argc) {
         fprintf(stderr, "tc-load: unexpected argument %s\n", argv[optind]);
+        return 2;
+    }
+    if (!have_bg_keys)
+        o->bg_keys = o->keys;
+    if ((uint64_t)o->key_offset + o->keys - 1 > UINT32_MAX ||
+        (uint64_t)o->bg_offset + o->bg_keys - 1 > UINT32_MAX) {
+        fprintf(stderr, "tc-load: key numbers go past %" PRIu32 "\n",
+                UINT32_MAX);
+        return 2;
+    }
+    if (o->conns + o->bg_conns > LD_MAX_CONNS) {
+        fprintf(stderr, "tc-load: more than %u connections in all\n",
+                LD_MAX_CONNS);
         return 2;
     }
     if (!have_n && !have_t)
@@ -252,11 +323,11 @@ bool ld_next(ld *L, uint32_t *key, int *op)
         return false;
     switch (L->phase) {
     case LD_PREFILL:
-        *key = L->seq++;
+        *key = L->o.key_offset + L->seq++;
         *op = LD_SET;
         break;
     case LD_VERIFY:
-        *key = L->seq;
+        *key = L->o.key_offset + L->seq;
         L->seq += L->verify_step;
         *op = LD_GET;
         break;
@@ -266,7 +337,7 @@ bool ld_next(ld *L, uint32_t *key, int *op)
         dist_prefetch(&L->d, next);
         L->ahead[L->ahead_pos] = next;
         L->ahead_pos = (L->ahead_pos + 1) % LD_AHEAD;
-        *key = dist_pick(&L->d, draw);
+        *key = L->o.key_offset + dist_pick(&L->d, draw);
         if (L->get_threshold == 0)
             *op = LD_SET;
         else if (L->get_threshold == UINT32_MAX)
@@ -282,6 +353,30 @@ bool ld_next(ld *L, uint32_t *key, int *op)
     return true;
 }
 
+bool ld_next_bg(ld *L, uint64_t now, uint32_t *key)
+{
+    if (L->phase != LD_WARMUP && L->phase != LD_RUN)
+        return false;
+    if (ld_allowance(L->o.bg_rate, now - L->phase_start_ns,
+                     L->bg_issued) == 0)
+        return false;
+    *key = L->o.bg_offset + rng_below(rng_next(&L->bg_r), L->o.bg_keys);
+    L->bg_issued++;
+    return true;
+}
+
+/* Gives the background group's connections their due requests, when its
+ * rate holds them back (replies alone would not bring them round). */
+static void ld_fill_bg(ld *L, uint64_t now)
+{
+    if (L->o.bg_rate <= 0 || !L->issuing ||
+        ld_allowance(L->o.bg_rate, now - L->phase_start_ns,
+                     L->bg_issued) == 0)
+        return;
+    for (unsigned i = L->o.conns; i < L->o.conns + L->o.bg_conns; i++)
+        ld_fill(L, &L->conns[i]);
+}
+
 static void ld_begin(ld *L, int phase, uint64_t count)
 {
     L->phase = phase;
@@ -289,11 +384,13 @@ static void ld_begin(ld *L, int phase, uint64_t count)
     L->issuing = count > 0;
     L->seq = 0;
     L->last_progress_ns = ld_now();
+    L->phase_start_ns = L->last_progress_ns;
+    L->bg_issued = 0;
     if (phase == LD_RUN) {
         L->run_start_ns = L->last_progress_ns;
         L->run_end_ns = L->run_start_ns;
     }
-    for (unsigned i = 0; i < L->o.conns; i++)
+    for (unsigned i = 0; i < L->o.conns + L->o.bg_conns; i++)
         ld_fill(L, &L->conns[i]);
 }
 
@@ -316,7 +413,9 @@ static bool ld_pump(ld *L, uint64_t until_ns, bool keep_going)
         if (!L->issuing && L->inflight == 0)
             return true;
         uint64_t t0 = ld_now();
-        int n = epoll_wait(L->ep, ev, LD_MAX_EVENTS, L->o.spin ? 0 : 100);
+        int n = epoll_wait(L->ep, ev, LD_MAX_EVENTS,
+                           L->o.spin ? 0 :
+                           L->o.bg_rate > 0 ? LD_NAP_RATE_MS : LD_NAP_MS);
         L->n_polls++;
         if (n < 0 && errno != EINTR) {
             ld_error(L, L->phase, false, "epoll_wait: %s", strerror(errno));
@@ -347,6 +446,7 @@ static bool ld_pump(ld *L, uint64_t until_ns, bool keep_going)
          * connections answered together go out together. */
         for (int i = 0; i < n; i++)
             ld_fill(L, ev[i].data.ptr);
+        ld_fill_bg(L, now);
         if (L->inflight > 0 && now - L->last_progress_ns > timeout_ns) {
             ld_error(L, L->phase, false,
                      "no reply for %.1f s with %" PRIu64 " requests in flight",
@@ -356,11 +456,14 @@ static bool ld_pump(ld *L, uint64_t until_ns, bool keep_going)
     }
 }
 
+/* A counter summed over the phases, both groups. */
 static uint64_t ld_sum(const ld *L, size_t field)
 {
     uint64_t s = 0;
-    for (int p = 0; p < LD_PHASES; p++)
+    for (int p = 0; p < LD_PHASES; p++) {
         s += *(const uint64_t *)((const char *)&L->cnt[p] + field);
+        s += *(const uint64_t *)((const char *)&L->bg_cnt[p] + field);
+    }
     return s;
 }
 
@@ -375,9 +478,11 @@ static void ld_report(const ld *L, bool completed)
     const ld_counts *run = &L->cnt[LD_RUN];
     const ld_counts *pre = &L->cnt[LD_PREFILL];
     const ld_counts *ver = &L->cnt[LD_VERIFY];
+    const ld_counts *bg = &L->bg_cnt[LD_RUN];
     uint64_t ops = run->gets + run->sets;
     double secs = (double)(L->run_end_ns - L->run_start_ns) / 1e9;
     double rate = secs > 0 ? (double)ops / secs : 0;
+    double bg_rate = secs > 0 ? (double)bg->gets / secs : 0;
     double pre_secs = (double)L->prefill_ns / 1e9;
     uint64_t errors = ld_sum(L, offsetof(ld_counts, errors));
     uint64_t wrong = ld_sum(L, offsetof(ld_counts, wrong));
@@ -390,11 +495,12 @@ static void ld_report(const ld *L, bool completed)
         snprintf(dist_name, sizeof(dist_name), "uniform");
 
     if (!o->json_only) {
-        printf("tc-load: %s:%u, %u conns x depth %u, %" PRIu32 " keys %s, "
-               "values %" PRIu32 "-%" PRIu32 " bytes, gets:sets %u:%u, "
-               "seed %" PRIu64 "\n",
+        printf("tc-load: %s:%u, %u conns x depth %u, %" PRIu32 " keys %s "
+               "from key %" PRIu32 ", values %" PRIu32 "-%" PRIu32
+               " bytes, gets:sets %u:%u, seed %" PRIu64 "\n",
                o->host, o->port, o->conns, o->depth, o->keys, dist_name,
-               o->vmin, o->vmax, o->ratio_get, o->ratio_set, o->seed);
+               o->key_offset, o->vmin, o->vmax, o->ratio_get, o->ratio_set,
+               o->seed);
         if (o->prefill)
             printf("prefill: %" PRIu64 " sets in %.2f s (%.0f/s), %" PRIu64
                    " stored, %" PRIu64 " errors; verify: %" PRIu64
@@ -415,6 +521,20 @@ static void ld_report(const ld *L, bool completed)
                ld_us(hist_quantile(&L->lat, 0.99)),
                ld_us(hist_quantile(&L->lat, 0.999)), ld_us(L->lat.max),
                L->lat.count ? ld_us(L->lat.sum / L->lat.count) : 0);
+        if (o->bg_conns > 0)
+            printf("  background: %u conns x depth %u, gets of %" PRIu32
+                   " keys from key %" PRIu32 " uniform, rate %s%.0f/s: %"
+                   PRIu64 " gets (%.0f/s; hits %" PRIu64 ", misses %" PRIu64
+                   "), latency us: p50 %.1f  p99 %.1f  p99.9 %.1f  "
+                   "max %.1f\n",
+                   o->bg_conns, o->bg_depth, o->bg_keys, o->bg_offset,
+                   o->bg_rate > 0 ? "" : "unlimited, got ",
+                   o->bg_rate > 0 ? o->bg_rate : bg_rate, bg->gets, bg_rate,
+                   bg->hits, bg->misses,
+                   ld_us(hist_quantile(&L->bg_lat, 0.5)),
+                   ld_us(hist_quantile(&L->bg_lat, 0.99)),
+                   ld_us(hist_quantile(&L->bg_lat, 0.999)),
+                   ld_us(L->bg_lat.max));
         printf("  tc-load idle (waiting for replies): %.1f%% of the run\n",
                secs > 0 ? (double)L->idle_ns / 1e7 / secs : 0);
         printf("  system calls (all phases): %" PRIu64 " writes, %" PRIu64
@@ -439,7 +559,13 @@ static void ld_report(const ld *L, bool completed)
            "\"wrong_values\":%" PRIu64 ",\"prefill_sets\":%" PRIu64 ","
            "\"prefill_stored\":%" PRIu64 ",\"prefill_seconds\":%.6f,"
            "\"verify_gets\":%" PRIu64 ",\"verify_hits\":%" PRIu64 ","
-           "\"client_idle_pct\":%.1f}\n",
+           "\"client_idle_pct\":%.1f,\"key_offset\":%" PRIu32 ","
+           "\"bg_conns\":%u,\"bg_depth\":%u,\"bg_keys\":%" PRIu32 ","
+           "\"bg_offset\":%" PRIu32 ",\"bg_rate\":%.1f,"
+           "\"bg_gets\":%" PRIu64 ",\"bg_hits\":%" PRIu64 ","
+           "\"bg_misses\":%" PRIu64 ",\"bg_ops_per_sec\":%.1f,"
+           "\"bg_p50_us\":%.2f,\"bg_p99_us\":%.2f,\"bg_p999_us\":%.2f,"
+           "\"bg_max_us\":%.2f}\n",
            o->host, o->port, o->conns, o->depth, o->keys, o->skew, o->vmin,
            o->vmax, o->ratio_get, o->ratio_set, o->seed,
            completed ? "true" : "false", secs, ops, rate, run->gets,
@@ -450,7 +576,12 @@ static void ld_report(const ld *L, bool completed)
            ld_us(hist_quantile(&L->lat, 0.999)), ld_us(L->lat.max),
            L->lat.count ? ld_us(L->lat.sum / L->lat.count) : 0, errors,
            proto, wrong, pre->sets, pre->stored, pre_secs, ver->gets,
-           ver->hits, secs > 0 ? (double)L->idle_ns / 1e7 / secs : 0);
+           ver->hits, secs > 0 ? (double)L->idle_ns / 1e7 / secs : 0,
+           o->key_offset, o->bg_conns, o->bg_depth, o->bg_keys, o->bg_offset,
+           o->bg_rate, bg->gets, bg->hits, bg->misses, bg_rate,
+           ld_us(hist_quantile(&L->bg_lat, 0.5)),
+           ld_us(hist_quantile(&L->bg_lat, 0.99)),
+           ld_us(hist_quantile(&L->bg_lat, 0.999)), ld_us(L->bg_lat.max));
     fflush(stdout);
 }
 
@@ -504,7 +635,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     rc = 1;
     hist_reset(&L->lat);
+    hist_reset(&L->bg_lat);
     rng_seed(&L->r, L->o.seed);
+    /* Another stream for the background group, so that adding it leaves
+     * the main group's keys as they were. */
+    rng_seed(&L->bg_r, ~L->o.seed);
     for (unsigned i = 0; i < LD_AHEAD; i++)
         L->ahead[i] = rng_next(&L->r);
     {

@@ -1,8 +1,8 @@
 /*
  * test_bench.c - unit tests of the benchmark tools' building blocks: the
- * histogram's percentiles, the key distributions, and the key and value
- * scheme. Prints TAP; runs in the 'bench' suite. Seeds are fixed and
- * printed with any failure.
+ * histogram's percentiles, the key distributions, the key and value
+ * scheme, and tc-load's rate allowance (--bg-rate). Prints TAP; runs in
+ * the 'bench' suite. Seeds are fixed and printed with any failure.
  */
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +12,7 @@
 #include "dist.h"
 #include "hist.h"
 #include "kv.h"
+#include "load.h"
 
 static int tb_n, tb_failed;
 
@@ -177,6 +178,55 @@ static void test_kv(void)
     kv_values_free(&b);
 }
 
+/* The background group's rate: one request due at the start, then rate
+ * a second; what was issued is taken off; no limit at rate 0. */
+static void test_allowance(void)
+{
+    int good = 1;
+    good = good && ld_allowance(0, 123456789, 1000000) == UINT64_MAX;
+    good = good && ld_allowance(1000, 0, 0) == 1;
+    good = good && ld_allowance(1000, 0, 1) == 0;
+    good = good && ld_allowance(1000, 999999, 1) == 0;   /* 1.999 due */
+    good = good && ld_allowance(1000, 1000000, 1) == 1;  /* 2 due */
+    good = good && ld_allowance(1000, 1000000000, 0) == 1001;
+    good = good && ld_allowance(1000, 1000000000, 2000) == 0;
+    good = good && ld_allowance(2.5, 2000000000, 3) == 3; /* 6 due */
+    /* A long run at a high rate neither overflows nor stops. */
+    good = good && ld_allowance(1e9, UINT64_C(3600) * 1000000000, 0) ==
+                   UINT64_C(3600) * 1000000000 + 1;
+    /* Issuing whatever is allowed, step by step, keeps the rate. */
+    uint64_t issued = 0;
+    for (uint64_t t = 0; t <= 1000000000; t += 50000)
+        issued += ld_allowance(20000, t, issued);
+    good = good && issued == 20001; /* the last step was at exactly 1 s */
+    tb_ok(good, "tc-load: --bg-rate allowance keeps the rate, none below "
+          "0, no limit at 0");
+}
+
+/* The background group's keys: uniform in [offset, offset + n). */
+static void test_bg_keys(void)
+{
+    const uint64_t seed = 9;
+    const uint32_t n = 7, offset = 4000000000u;
+    uint32_t count[7] = {0};
+    rng r;
+    int good = 1;
+    rng_seed(&r, seed);
+    for (int i = 0; good && i < 70000; i++) {
+        uint32_t k = offset + rng_below(rng_next(&r), n);
+        if (k < offset || k - offset >= n)
+            good = 0;
+        else
+            count[k - offset]++;
+    }
+    for (uint32_t k = 0; good && k < n; k++)
+        good = count[k] > 9500 && count[k] < 10500;
+    if (!good)
+        printf("# seed %llu\n", (unsigned long long)seed);
+    tb_ok(good, "tc-load: background keys stay in their offset range and "
+          "are even");
+}
+
 int main(void)
 {
     test_hist_uniform();
@@ -184,6 +234,8 @@ int main(void)
     test_dist_zipf();
     test_dist_uniform();
     test_kv();
+    test_allowance();
+    test_bg_keys();
     printf("1..%d\n", tb_n);
     return tb_failed ? 1 : 0;
 }
