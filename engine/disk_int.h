@@ -101,6 +101,7 @@ struct disk {
     jr_entry *ix_tail;
     bool ix_stop;
     bool ix_idle; /* waiting, with nothing to do: disk_close's barrier */
+    bool ix_hurry; /* the journal waits for reclaim: commit now */
 
     /* The reader. */
     struct disk_reader *rd;
@@ -149,7 +150,8 @@ struct disk {
 tc_status journal_start(disk *d);
 void journal_stop(disk *d);
 jr_entry *journal_entry_new(disk *d); /* with q_lock held */
-void journal_entry_free(disk *d, jr_entry *e);
+/* Gives back n entries linked from first (the list may go on past them). */
+void journal_entries_free(disk *d, jr_entry *first, size_t n);
 /* Frees the recycled entries (at close, once the index writer stopped). */
 void journal_free_entries(disk *d);
 

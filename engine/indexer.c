@@ -24,7 +24,15 @@
 #include "disk_int.h"
 #include "item.h"
 
-#define IX_BATCH_MAX 16384
+#define IX_BATCH_MAX 65536
+#define IX_BATCH_TIGHT 8192 /* near the disk budget */
+/* A commit waits this long after the previous one for more records
+ * (unless records in memory pass IX_HURRY of the queue's limit, or the
+ * journal waits for room): larger commits write each LMDB page they
+ * change once for more keys, and take fewer fdatasyncs from the
+ * journal's. */
+#define IX_INTERVAL_MS 50
+#define IX_HURRY(d) ((d)->cfg.queue_max / 4)
 /* CAS values are reserved this far ahead of the highest one logged. */
 #define IX_CAS_BLOCK (UINT64_C(1) << 32)
 
@@ -157,11 +165,58 @@ static tc_status ix_apply(disk *d, ix_ops *ops, jr_entry *e,
     return TC_OK;
 }
 
+/* Marks in skip[] the entries of a run whose key a later entry of the run
+ * decides: a SET, a DELETE, or a failed write (which takes the key out).
+ * The index, the filter and the live bytes end the same without them (a
+ * TOUCH depends on what it touches, so it decides nothing, and a record
+ * before it is kept). Under a skewed load most of a run's records are of
+ * keys written again in it. Out of memory, nothing is skipped. */
+static void ix_superseded(disk *d, jr_entry *first, size_t n, bool *skip)
+{
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap <<= 1;
+    uint32_t *slot = calloc(cap, sizeof(*slot)); /* entry index + 1 */
+    jr_entry **ents = malloc(n * sizeof(*ents));
+    memset(skip, 0, n * sizeof(*skip));
+    if (slot == NULL || ents == NULL) {
+        free(slot);
+        free(ents);
+        return;
+    }
+    jr_entry *e = first;
+    for (size_t i = 0; i < n; i++, e = e->next)
+        ents[i] = e;
+    for (size_t i = n; i-- > 0;) {
+        const struct tc_item *it = ents[i]->item;
+        if (it == NULL)
+            continue; /* FLUSH */
+        const char *key = item_key(it);
+        size_t klen = item_klen(it);
+        size_t p = (size_t)mem_hash(d->m, key, klen) & (cap - 1);
+        for (; slot[p] != 0; p = (p + 1) & (cap - 1)) {
+            const struct tc_item *o = ents[slot[p] - 1]->item;
+            if (item_klen(o) == klen && memcmp(item_key(o), key, klen) == 0)
+                break;
+        }
+        if (slot[p] != 0)
+            skip[i] = true;
+        else if (ents[i]->seg == 0 || ents[i]->type == SEG_SET ||
+                 ents[i]->type == SEG_DELETE)
+            slot[p] = (uint32_t)(i + 1);
+    }
+    free(slot);
+    free(ents);
+}
+
 /* Applies a run of entries in one transaction; retries a failed commit
  * until it succeeds or the disk tier stops. */
 static void ix_commit_run(disk *d, jr_entry *first, size_t n)
 {
     ix_ops ops = {0};
+    bool *skip = malloc(n * sizeof(*skip));
+    if (skip != NULL)
+        ix_superseded(d, first, n, skip);
     for (unsigned attempt = 0;; attempt++) {
         idx_meta saved = d->meta;
         uint64_t max_cas = 0;
@@ -170,7 +225,12 @@ static void ix_commit_run(disk *d, jr_entry *first, size_t n)
                                                    : TC_ENOMEM;
         jr_entry *e = first, *last_written = NULL, *last = NULL;
         for (size_t i = 0; i < n && st == TC_OK; i++, e = e->next) {
-            st = ix_apply(d, &ops, e, &max_cas);
+            if (skip != NULL && skip[i]) {
+                if (e->item != NULL && e->item->cas > max_cas)
+                    max_cas = e->item->cas;
+            } else {
+                st = ix_apply(d, &ops, e, &max_cas);
+            }
             if (e->seg != 0)
                 last_written = e;
             last = e;
@@ -223,6 +283,7 @@ static void ix_commit_run(disk *d, jr_entry *first, size_t n)
         }
     }
     free(ops.v);
+    free(skip);
     atomic_fetch_add(&d->st_index_batches, 1);
     atomic_fetch_add(&d->st_index_records, n);
 }
@@ -230,23 +291,32 @@ static void ix_commit_run(disk *d, jr_entry *first, size_t n)
 /* After the commit: unpins the items, gives the entries back. */
 static void ix_release(disk *d, jr_entry *first, size_t n)
 {
-    jr_entry *e = first;
-    for (size_t i = 0; i < n; i++) {
-        jr_entry *next = e->next;
-        atomic_store(&d->st_indexed_lsn, e->lsn);
+    jr_entry *e = first, *last = first;
+    size_t cost = 0;
+    for (size_t i = 0; i < n; i++, e = e->next) {
         if (e->item != NULL) {
             mem_unpin(d->m, e->item);
             tc_item_release(e->item);
         }
-        atomic_fetch_sub(&d->unindexed, e->cost);
-        journal_entry_free(d, e);
-        e = next;
+        cost += e->cost;
+        last = e;
     }
+    atomic_store(&d->st_indexed_lsn, last->lsn);
+    atomic_fetch_sub(&d->unindexed, cost);
+    journal_entries_free(d, first, n);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void *indexer_main(void *arg)
 {
     disk *d = arg;
+    uint64_t last_commit = 0;
     for (;;) {
         pthread_mutex_lock(&d->ix_lock);
         if (d->ix_head == NULL && !d->ix_stop) {
@@ -263,6 +333,29 @@ static void *indexer_main(void *arg)
             pthread_cond_timedwait(&d->ix_cond, &d->ix_lock, &ts);
         }
         d->ix_idle = false;
+        /* Near the budget, commits stay small and frequent, so that the
+         * index grows little between two looks at the budget. */
+        pthread_mutex_unlock(&d->ix_lock);
+        bool tight = disk_usage(d) > d->cfg.disk_size - d->cfg.disk_size / 8;
+        size_t run_max = tight ? IX_BATCH_TIGHT : IX_BATCH_MAX;
+        pthread_mutex_lock(&d->ix_lock);
+        while (!tight && d->ix_head != NULL && !d->ix_stop && !d->ix_hurry &&
+               atomic_load(&d->unindexed) < IX_HURRY(d)) {
+            uint64_t now = now_ms();
+            if (now >= last_commit + IX_INTERVAL_MS)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t left_ns = (last_commit + IX_INTERVAL_MS - now) * 1000000u;
+            ts.tv_sec += (time_t)(left_ns / 1000000000u);
+            ts.tv_nsec += (long)(left_ns % 1000000000u);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&d->ix_cond, &d->ix_lock, &ts);
+        }
+        d->ix_hurry = false;
         jr_entry *batch = d->ix_head;
         d->ix_head = d->ix_tail = NULL;
         bool stop = d->ix_stop;
@@ -271,13 +364,14 @@ static void *indexer_main(void *arg)
         while (batch != NULL) {
             size_t n = 0;
             jr_entry *e = batch, *rest;
-            while (e != NULL && n < IX_BATCH_MAX) {
+            while (e != NULL && n < run_max) {
                 e = e->next;
                 n++;
             }
             rest = e;
             ix_commit_run(d, batch, n);
             ix_release(d, batch, n);
+            last_commit = now_ms();
             batch = rest;
         }
         if (stop)

@@ -79,17 +79,34 @@ jr_entry *journal_entry_new(disk *d)
     return e;
 }
 
-void journal_entry_free(disk *d, jr_entry *e)
+void journal_entries_free(disk *d, jr_entry *first, size_t n)
 {
+    jr_entry *keep = NULL, *keep_tail = NULL, *e = first;
+    size_t nkeep = 0;
+    /* One lock for the run: the index writer frees tens of thousands. */
     pthread_mutex_lock(&d->q_lock);
-    if (d->q_nfree < JR_FREE_MAX) {
-        e->next = d->q_free;
-        d->q_free = e;
-        d->q_nfree++;
-        e = NULL;
-    }
+    size_t room = d->q_nfree < JR_FREE_MAX ? JR_FREE_MAX - d->q_nfree : 0;
     pthread_mutex_unlock(&d->q_lock);
-    free(e);
+    for (size_t i = 0; i < n; i++) {
+        jr_entry *next = e->next;
+        if (nkeep < room) {
+            e->next = keep;
+            keep = e;
+            if (keep_tail == NULL)
+                keep_tail = e;
+            nkeep++;
+        } else {
+            free(e);
+        }
+        e = next;
+    }
+    if (keep == NULL)
+        return;
+    pthread_mutex_lock(&d->q_lock);
+    keep_tail->next = d->q_free;
+    d->q_free = keep;
+    d->q_nfree += nkeep;
+    pthread_mutex_unlock(&d->q_lock);
 }
 
 /* Bytes an entry holds in memory until it is indexed. */
@@ -251,6 +268,7 @@ static int writer_next_segment(disk *d)
     int fd;
     for (int i = 0; i < 100 && disk_usage(d) > d->cfg.disk_size; i++) {
         pthread_mutex_lock(&d->ix_lock);
+        d->ix_hurry = true; /* reclaiming waits for its next commit */
         pthread_cond_signal(&d->ix_cond);
         pthread_mutex_unlock(&d->ix_lock);
         struct timespec ts = {0, 10 * 1000000L};

@@ -207,7 +207,10 @@ void reclaim_step(disk *d)
         reclaim_finish(d);
         return;
     }
-    if (disk_usage(d) > d->cfg.disk_size) {
+    /* Half a segment early: the index grows by a commit's pages before
+     * the next look, and the promise is one segment past the budget at
+     * most. */
+    if (disk_usage(d) + d->cfg.segment_size / 2 > d->cfg.disk_size) {
         reclaim_start(d);
         reclaim_finish(d);
     }
