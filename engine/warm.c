@@ -65,6 +65,8 @@ typedef struct warm {
     _Atomic uint64_t items;
     _Atomic uint64_t bytes;
     _Atomic uint64_t usecs; /* the preload's time, once done */
+    _Atomic uint64_t snapshots; /* written since the start */
+    _Atomic uint64_t snapshot_keys; /* in the last one */
 } warm;
 
 static double warm_clock(void)
@@ -397,6 +399,10 @@ static void warm_snapshot(warm *w)
         st = idx_hot_write(d->ix, keys, len, n);
         free(keys);
     }
+    if (st == TC_OK) {
+        atomic_store(&w->snapshot_keys, n);
+        atomic_fetch_add(&w->snapshots, 1);
+    }
     if (st != TC_OK)
         disk_warn(d, 0, "warm start: the hot-key snapshot was not written: %s",
                   tc_strerror(st));
@@ -521,4 +527,8 @@ void warm_stats(disk *d, tc_stat_fn fn, void *arg)
         secs = warm_clock() - w->t0;
     snprintf(buf, sizeof(buf), "%.3f", secs);
     fn(arg, "warm_seconds", buf);
+    warm_stat_u64(fn, arg, "hot_snapshots",
+                  w != NULL ? atomic_load(&w->snapshots) : 0);
+    warm_stat_u64(fn, arg, "hot_snapshot_keys",
+                  w != NULL ? atomic_load(&w->snapshot_keys) : 0);
 }

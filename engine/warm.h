@@ -39,7 +39,8 @@ tc_status warm_start(disk *d, const warm_config *wc);
  * before anything else shuts down. */
 void warm_stop(disk *d);
 
-/* warm_state, warm_items, warm_bytes, warm_seconds. */
+/* warm_state, warm_items, warm_bytes, warm_seconds; hot_snapshots
+ * (written since the start) and hot_snapshot_keys (in the last). */
 void warm_stats(disk *d, tc_stat_fn fn, void *arg);
 
 #endif /* TC_WARM_H */
