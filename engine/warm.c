@@ -223,11 +223,14 @@ typedef struct warm_check {
     const warm_job *j;
 } warm_check;
 
-/* Under the shard lock: does the index still hold what was read? */
+/* Under the shard lock: does the index still hold what was read, and is
+ * it not flushed since (the preload reads for longer than a get)? */
 static bool warm_still_current(void *arg)
 {
     warm_check *c = arg;
     idx_loc now;
+    if (c->j->loc.lsn < disk_flush_lsn(c->w->d))
+        return false;
     idx_reader_reset(c->w->ir);
     tc_status st = idx_lookup(c->w->ir, c->j->key, c->j->klen, &now);
     idx_reader_reset(c->w->ir);
@@ -295,7 +298,9 @@ static void warm_batch(warm *w, warm_job *jobs, unsigned n)
             (j->loc.exptime != 0 && j->loc.exptime <= now))
             continue;
         j->h = mem_hash(d->m, j->key, j->klen);
-        jobs[m++] = *j;
+        if (m != i)
+            jobs[m] = *j;
+        m++;
     }
     idx_reader_reset(w->ir);
     if (w->cfg.hook != NULL)

@@ -393,6 +393,48 @@ static void write_and_delete_during_preload_win(void)
     tc_close(e);
 }
 
+static void flush_during_preload_wins(void)
+{
+    const unsigned n = 100;
+    fresh_dir();
+    tc_config cfg;
+    cfg_warm(&cfg, TC_WARM_HOT);
+    tc_engine *e = open_cfg(&cfg);
+    wait_warm_done(e);
+    fill(e, n, 100);
+    tc_close(e);
+
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false};
+    cfg.debug_warm_hook = gate_hook;
+    cfg.debug_warm_arg = &g;
+    e = open_cfg(&cfg);
+    pthread_mutex_lock(&g.lock);
+    for (int i = 0; i < 600 && g.calls == 0; i++) {
+        pthread_mutex_unlock(&g.lock);
+        usleep(100000);
+        pthread_mutex_lock(&g.lock);
+    }
+    int calls = g.calls;
+    pthread_mutex_unlock(&g.lock);
+    TCT_EQ_INT(calls, 1);
+    /* flush_all between the preload's lookups and its reads. */
+    TCT_EQ_ST(tc_flush(e, 0), TC_OK);
+    pthread_mutex_lock(&g.lock);
+    g.open = true;
+    pthread_cond_broadcast(&g.cond);
+    pthread_mutex_unlock(&g.lock);
+    wait_warm_done(e);
+    TCT_EQ_U64(tcu_stat(e, "warm_items"), 0);
+    TCT_EQ_U64(tcu_stat(e, "curr_items"), 0);
+    char k[64];
+    tc_item *it = NULL;
+    for (unsigned i = 0; i < n; i += 7) {
+        size_t kl = key_of(i, k);
+        TCT_EQ_ST(tc_get(e, k, kl, &it), TC_ENOTFOUND);
+    }
+    tc_close(e);
+}
+
 /* Changes the stored snapshot with LMDB itself: flip a byte of its first
  * chunk, or drop it. */
 static void tamper_snapshot(bool drop)
@@ -523,6 +565,7 @@ static const tct_case cases[] = {
     TCT(preload_serves_from_memory),
     TCT(preload_stops_at_memory_limit),
     TCT(write_and_delete_during_preload_win),
+    TCT(flush_during_preload_wins),
     TCT(corrupt_snapshot_falls_back),
     TCT(missing_snapshot_falls_back),
     TCT(warm_off_does_nothing),
