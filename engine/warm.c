@@ -187,7 +187,8 @@ static tc_status warm_newest(warm *w, unsigned char **out, size_t *len,
         st = TC_ENOMEM;
     if (st != TC_OK)
         goto out;
-    qsort(s.keys, s.n, sizeof(*s.keys), newest_cmp);
+    if (s.n > 0)
+        qsort(s.keys, s.n, sizeof(*s.keys), newest_cmp);
     size_t limit = mem_limit(d->m), cost = 0, plen = 0, n = 0;
     while (n < s.n && cost < limit) {
         plen += 1 + s.keys[n].klen;
