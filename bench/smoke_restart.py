@@ -130,7 +130,7 @@ def main():
         else:
             n += 1
             print(f"ok {n} - memcached # SKIP {a.memcached} not installed")
-        ok("| server, restart |" in text and "tiercached, warm" in text,
+        ok("| server, restart |" in text and "| tiercached, warm" in text,
            "the report's table is printed", text)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
