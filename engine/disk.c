@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "disk_int.h"
+#include "warm.h"
 #include "item.h"
 
 #define DISK_SEG_MIN ((uint64_t)1 << 20)
@@ -288,6 +289,7 @@ void disk_close(disk **dp)
     disk *d = *dp;
     if (d == NULL)
         return;
+    warm_stop(d); /* its last snapshot needs the index and memory */
     journal_stop(d);
     indexer_stop(d);
     reader_stop(d);
@@ -433,6 +435,7 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "recovery_skipped", d->rec.skipped);
     snprintf(buf, sizeof(buf), "%.3f", d->rec.seconds);
     fn(arg, "recovery_seconds", buf);
+    warm_stats(d, fn, arg);
     fn(arg, "durability",
        d->cfg.durability == TC_DURABILITY_SYNC   ? "sync"
        : d->cfg.durability == TC_DURABILITY_NONE ? "none"

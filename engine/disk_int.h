@@ -106,6 +106,9 @@ struct disk {
     /* The reader. */
     struct disk_reader *rd;
 
+    /* Warm start (warm.c), or NULL. */
+    struct warm *wm;
+
     /* Reclaim (reclaim.c), done by the index writer. */
     io_queue *rq;
     uint64_t rc_seg;       /* a segment drained, waiting to be deleted */
@@ -179,6 +182,17 @@ tc_status recover_run(disk *d, char *why, size_t why_len);
 /* reader.c */
 tc_status reader_start(disk *d);
 void reader_stop(disk *d);
+/* Checks a record read for loc (res: the read's result, buf its bytes:
+ * length, CRC, type, key and LSN against the index entry), decompresses
+ * it with z and makes an unpublished item of it, with the index's
+ * expiry. TC_OK (*out: one reference), TC_ECORRUPT, TC_ENOMEM. */
+tc_status disk_record_item(disk *d, zc *z, const idx_loc *loc,
+                           const void *key, size_t klen,
+                           const unsigned char *buf, int64_t res,
+                           struct tc_item **out);
+
+/* warm.c: the warm start (warm.h). */
+struct warm;
 
 /* disk.c: the segment table. */
 tc_status disk_seg_add(disk *d, uint64_t id, int fd);

@@ -32,6 +32,10 @@ struct tc_engine {
     pthread_mutex_t flush_lock; /* held while a due delayed flush runs */
     _Atomic uint64_t disk_get_hits;   /* gets answered by a disk read */
     _Atomic uint64_t disk_get_misses; /* gets the disk had no value for */
+    /* What stats reset took from the counters, so that the memory-tier
+     * hit ratio since the engine opened survives it (under flush_lock). */
+    uint64_t reset_gets;
+    uint64_t reset_mem_hits;
 };
 
 typedef enum engine_opk {

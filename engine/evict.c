@@ -359,3 +359,119 @@ bool evict_one(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
             return true;
     }
 }
+
+/* ---- the hot keys (warm start) ---- */
+
+/* An item's place in the snapshot's order: main before small, then by
+ * frequency (the policy's own counter), so 7 is the hottest. */
+#define EVICT_HOT_CLASSES 8
+/* Slots looked at per hold of a shard's lock. */
+#define EVICT_HOT_STEP 4096u
+
+typedef struct hot_buf {
+    unsigned char *p;
+    size_t len;
+    size_t cap;
+    uint64_t cost; /* memory cost of the items named */
+    uint32_t n;
+} hot_buf;
+
+static bool hot_add(hot_buf *b, const struct tc_item *it)
+{
+    size_t klen = item_klen(it);
+    if (b->len + 1 + klen > b->cap) {
+        size_t cap = b->cap != 0 ? b->cap * 2 : 4096;
+        while (cap < b->len + 1 + klen)
+            cap *= 2;
+        unsigned char *p = realloc(b->p, cap);
+        if (p == NULL)
+            return false;
+        b->p = p;
+        b->cap = cap;
+    }
+    b->p[b->len] = (unsigned char)klen;
+    memcpy(b->p + b->len + 1, item_key(it), klen);
+    b->len += 1 + klen;
+    b->cost += mem_item_cost(it);
+    b->n++;
+    return true;
+}
+
+tc_status mem_hot_keys(mem *m, uint32_t now, unsigned char **out,
+                       size_t *out_len, uint32_t *nkeys)
+{
+    hot_buf cls[EVICT_HOT_CLASSES];
+    tc_status st = TC_OK;
+    memset(cls, 0, sizeof(cls));
+    *out = NULL;
+    *out_len = 0;
+    *nkeys = 0;
+    for (unsigned s = 0; s < m->cfg.shards && st == TC_OK; s++) {
+        mem_shard *sh = &m->shards[s];
+        /* In steps, so a get waits at most one step for the lock; a table
+         * that grows between steps may show a key twice or not at all,
+         * which a snapshot can afford. */
+        for (uint32_t pos = 0; st == TC_OK;) {
+            pthread_mutex_lock(&sh->lock);
+            uint32_t end = pos + EVICT_HOT_STEP;
+            if (end > sh->cap)
+                end = sh->cap;
+            for (; pos < end; pos++) {
+                uint64_t v = sh->slots[pos];
+                if (v == 0)
+                    continue;
+                const struct tc_item *it = slot_item(v);
+                if ((it->bits & ITEM_TOMB) || item_expired(it, now))
+                    continue;
+                unsigned c = (it->bits & ITEM_FREQ_MASK) +
+                             ((it->bits & ITEM_SMALL) ? 0u : 4u);
+                if (!hot_add(&cls[c], it)) {
+                    st = TC_ENOMEM;
+                    break;
+                }
+            }
+            bool done = pos >= sh->cap;
+            pthread_mutex_unlock(&sh->lock);
+            if (done)
+                break;
+        }
+    }
+    /* Hottest first, up to what fills the memory tier. */
+    hot_buf all = {0};
+    for (int c = EVICT_HOT_CLASSES - 1; c >= 0 && st == TC_OK; c--) {
+        const unsigned char *p = cls[c].p;
+        size_t off = 0;
+        while (off < cls[c].len && all.cost < m->cfg.limit) {
+            size_t klen = p[off];
+            size_t need = 1 + klen;
+            if (all.len + need > all.cap) {
+                size_t cap = all.cap != 0 ? all.cap * 2 : 4096;
+                while (cap < all.len + need)
+                    cap *= 2;
+                unsigned char *np = realloc(all.p, cap);
+                if (np == NULL) {
+                    st = TC_ENOMEM;
+                    break;
+                }
+                all.p = np;
+                all.cap = cap;
+            }
+            memcpy(all.p + all.len, p + off, need);
+            all.len += need;
+            /* The cost of a class's items is spread evenly. */
+            all.cost += cls[c].cost / cls[c].n;
+            all.n++;
+            off += need;
+        }
+    }
+    for (int c = 0; c < EVICT_HOT_CLASSES; c++)
+        free(cls[c].p);
+    if (st != TC_OK) {
+        free(all.p);
+        return st;
+    }
+    *out = all.p;
+    *out_len = all.len;
+    *nkeys = all.n;
+    return TC_OK;
+}

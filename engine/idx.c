@@ -12,6 +12,8 @@
  */
 #include "idx.h"
 
+#include "crc32c.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -31,6 +33,7 @@ struct idx {
     MDB_env *env;
     MDB_dbi keys;
     MDB_dbi meta;
+    MDB_dbi hot;
     MDB_txn *wtxn;
     _Atomic uint64_t live_bytes; /* pages the trees use, at the last commit */
     char path[4096];
@@ -252,7 +255,8 @@ tc_status idx_open(const char *dir, size_t map_size, idx **out,
         goto fail;
     }
     if ((rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &x->keys)) != 0 ||
-        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &x->meta)) != 0) {
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &x->meta)) != 0 ||
+        (rc = mdb_dbi_open(txn, "hot", MDB_CREATE, &x->hot)) != 0) {
         mdb_txn_abort(txn);
         snprintf(why, why_len, "LMDB databases: %s", mdb_strerror(rc));
         st = idx_err(rc);
@@ -459,4 +463,125 @@ uint64_t idx_file_bytes(idx *x)
     struct stat sb;
     snprintf(p, sizeof(p), "%s/data.mdb", x->path);
     return stat(p, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+/* ---- the hot-key snapshot ----
+ *
+ * In the hot database: "head" (IDX_HOT_HEAD_SIZE bytes: magic "TCHS",
+ * format, chunk count, key count, payload bytes, CRC-32C of the payload)
+ * and the payload cut in chunks of at most IDX_HOT_CHUNK bytes under the
+ * keys "c" + a 4-byte big-endian number (so they sort in order). The
+ * payload is the caller's: idx does not parse it.
+ */
+
+#define IDX_HOT_MAGIC 0x53484354u /* "TCHS" little-endian */
+#define IDX_HOT_FORMAT 1u
+#define IDX_HOT_HEAD_SIZE 24
+#define IDX_HOT_CHUNK ((size_t)256 * 1024)
+
+static MDB_val hot_head_key(void)
+{
+    MDB_val k = {4, (void *)"head"};
+    return k;
+}
+
+static void hot_chunk_key(unsigned char out[5], uint32_t i)
+{
+    out[0] = 'c';
+    out[1] = (unsigned char)(i >> 24);
+    out[2] = (unsigned char)(i >> 16);
+    out[3] = (unsigned char)(i >> 8);
+    out[4] = (unsigned char)i;
+}
+
+tc_status idx_hot_write(idx *x, const void *payload, size_t len,
+                        uint32_t nkeys)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+    if (rc != 0)
+        return idx_err(rc);
+    rc = mdb_drop(txn, x->hot, 0);
+    uint32_t nchunks = (uint32_t)((len + IDX_HOT_CHUNK - 1) / IDX_HOT_CHUNK);
+    for (uint32_t i = 0; rc == 0 && i < nchunks; i++) {
+        unsigned char kb[5];
+        hot_chunk_key(kb, i);
+        size_t off = (size_t)i * IDX_HOT_CHUNK;
+        size_t n = len - off < IDX_HOT_CHUNK ? len - off : IDX_HOT_CHUNK;
+        MDB_val k = {sizeof(kb), kb};
+        MDB_val v = {n, (unsigned char *)payload + off};
+        rc = mdb_put(txn, x->hot, &k, &v, 0);
+    }
+    if (rc == 0) {
+        unsigned char hb[IDX_HOT_HEAD_SIZE];
+        put32(hb, IDX_HOT_MAGIC);
+        put32(hb + 4, IDX_HOT_FORMAT);
+        put32(hb + 8, nchunks);
+        put32(hb + 12, nkeys);
+        put32(hb + 16, (uint32_t)len);
+        put32(hb + 20, crc32c(0, payload, len));
+        MDB_val k = hot_head_key(), v = {sizeof(hb), hb};
+        rc = mdb_put(txn, x->hot, &k, &v, 0);
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return idx_err(rc);
+    }
+    return idx_err(mdb_txn_commit(txn));
+}
+
+tc_status idx_hot_read(idx *x, unsigned char **payload, size_t *len,
+                       uint32_t *nkeys)
+{
+    MDB_txn *txn;
+    MDB_val k = hot_head_key(), v;
+    unsigned char *buf = NULL;
+    tc_status st;
+    *payload = NULL;
+    *len = 0;
+    *nkeys = 0;
+    int rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return idx_err(rc);
+    rc = mdb_get(txn, x->hot, &k, &v);
+    if (rc != 0) {
+        st = rc == MDB_NOTFOUND ? TC_ENOTFOUND : idx_err(rc);
+        goto out;
+    }
+    st = TC_ECORRUPT;
+    if (v.mv_size != IDX_HOT_HEAD_SIZE)
+        goto out;
+    const unsigned char *h = v.mv_data;
+    uint32_t nchunks = get32(h + 8), total = get32(h + 16);
+    if (get32(h) != IDX_HOT_MAGIC || get32(h + 4) != IDX_HOT_FORMAT ||
+        nchunks != (total + IDX_HOT_CHUNK - 1) / IDX_HOT_CHUNK)
+        goto out;
+    uint32_t want_keys = get32(h + 12), want_crc = get32(h + 20);
+    buf = malloc(total > 0 ? total : 1);
+    if (buf == NULL) {
+        st = TC_ENOMEM;
+        goto out;
+    }
+    size_t have = 0;
+    for (uint32_t i = 0; i < nchunks; i++) {
+        unsigned char kb[5];
+        hot_chunk_key(kb, i);
+        MDB_val ck = {sizeof(kb), kb}, cv;
+        rc = mdb_get(txn, x->hot, &ck, &cv);
+        if (rc != 0 || cv.mv_size > total - have)
+            goto out;
+        memcpy(buf + have, cv.mv_data, cv.mv_size);
+        have += cv.mv_size;
+    }
+    if (have != total || crc32c(0, buf, total) != want_crc)
+        goto out;
+    *payload = buf;
+    *len = total;
+    *nkeys = want_keys;
+    buf = NULL;
+    st = TC_OK;
+out:
+    free(buf);
+    mdb_txn_abort(txn);
+    return st;
 }

@@ -5,7 +5,8 @@
  *   keys  key -> where its live record is (idx_loc, 48 bytes, below);
  *   meta  the journal's state (idx_meta), updated in the same write
  *         transaction as the keys it describes;
- *   hot   the hot-key snapshot (warm start; later).
+ *   hot   the hot-key snapshot of warm start (warm.c): a header with a
+ *         format version and a CRC-32C, and the payload in chunks.
  *
  * One thread writes (the index writer, plus recovery before it starts),
  * in large transactions; any thread reads through an idx_reader (a read
@@ -95,6 +96,19 @@ tc_status idx_lookup(idx_reader *r, const void *key, size_t klen,
                      idx_loc *loc);
 /* Ends the reader's snapshot so that it does not pin old pages. */
 void idx_reader_reset(idx_reader *r);
+
+/*
+ * The hot-key snapshot. idx_hot_write replaces it in a write transaction
+ * of its own (any thread; LMDB serialises it with the index writer's;
+ * never call it inside idx_begin..idx_commit on the same thread).
+ * idx_hot_read returns a malloc'd copy of the payload (the caller frees
+ * it): TC_ENOTFOUND when there is none, TC_ECORRUPT when its header,
+ * chunks or CRC do not match, TC_ENOMEM, TC_EIO.
+ */
+tc_status idx_hot_write(idx *x, const void *payload, size_t len,
+                        uint32_t nkeys);
+tc_status idx_hot_read(idx *x, unsigned char **payload, size_t *len,
+                       uint32_t *nkeys);
 
 /* Entries in keys; the size of data.mdb; the bytes of the pages its
  * trees use (as of the last commit). */

@@ -1038,3 +1038,13 @@ void mem_stats_reset(mem *m)
         pthread_mutex_unlock(&sh->lock);
     }
 }
+
+size_t mem_used(const mem *m)
+{
+    return atomic_load_explicit(&m->used, memory_order_relaxed);
+}
+
+size_t mem_limit(const mem *m)
+{
+    return m->cfg.limit;
+}

@@ -135,6 +135,22 @@ uint64_t mem_relog(mem *m, uint64_t h, const void *key, size_t klen,
 bool mem_promote(mem *m, uint64_t h, struct tc_item *it, uint32_t now,
                  bool (*current)(void *arg), void *arg);
 
+/* Bytes the tier holds now (the sum its limit bounds). */
+size_t mem_used(const mem *m);
+/* The limit it was made with. */
+size_t mem_limit(const mem *m);
+
+/*
+ * The hot keys, for warm start's snapshot: the keys of live items, main
+ * FIFO before small, higher frequency (the eviction policy's own
+ * counter) first, until their cost reaches the tier's limit. Walks each
+ * shard under its lock a few thousand slots at a time, so gets are held
+ * up no longer than that. *out (malloc'd, the caller frees it) holds
+ * *nkeys keys, each as one length byte and the key. TC_ENOMEM.
+ */
+tc_status mem_hot_keys(mem *m, uint32_t now, unsigned char **out,
+                       size_t *out_len, uint32_t *nkeys);
+
 /* Drops every item. */
 void mem_flush(mem *m);
 

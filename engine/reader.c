@@ -131,33 +131,29 @@ static bool rd_still_current(void *arg)
            now.off == c->j->loc.off;
 }
 
-/* A read completed: checks, decodes, promotes, answers. */
-static void rd_complete(disk_reader *r, rd_job *j)
+tc_status disk_record_item(disk *d, zc *z, const idx_loc *loc,
+                           const void *k, size_t klen,
+                           const unsigned char *buf, int64_t res,
+                           struct tc_item **out)
 {
-    disk *d = r->d;
     seg_rec rec;
     const unsigned char *key, *val;
 
-    if (j->op.res != (int64_t)j->loc.len ||
-        seg_rec_decode(j->buf, j->loc.len, &rec, &key, &val) != j->loc.len ||
-        rec.type != SEG_SET || rec.lsn != j->loc.lsn ||
-        rec.klen != j->klen || memcmp(key, j->key, j->klen) != 0 ||
-        rec.raw_len != j->loc.raw_len) {
-        rd_failed(r, j);
-        return;
-    }
-    struct tc_item *it = mem_item_alloc(d->m, j->key, j->klen, rec.raw_len);
-    if (it == NULL) {
-        rd_finish(j, TC_ENOMEM, NULL);
-        return;
-    }
+    *out = NULL;
+    if (res != (int64_t)loc->len ||
+        seg_rec_decode(buf, loc->len, &rec, &key, &val) != loc->len ||
+        rec.type != SEG_SET || rec.lsn != loc->lsn || rec.klen != klen ||
+        memcmp(key, k, klen) != 0 || rec.raw_len != loc->raw_len)
+        return TC_ECORRUPT;
+    struct tc_item *it = mem_item_alloc(d->m, k, klen, rec.raw_len);
+    if (it == NULL)
+        return TC_ENOMEM;
     if (rec.codec == SEG_ZSTD) {
-        if (r->z == NULL ||
-            zc_decompress(r->z, ZC_ZSTD, val, rec.stored_len,
-                          item_value(it), rec.raw_len) != TC_OK) {
+        if (z == NULL ||
+            zc_decompress(z, ZC_ZSTD, val, rec.stored_len, item_value(it),
+                          rec.raw_len) != TC_OK) {
             item_unref(it);
-            rd_failed(r, j);
-            return;
+            return TC_ECORRUPT;
         }
     } else if (rec.raw_len > 0) {
         memcpy(item_value(it), val, rec.raw_len);
@@ -165,7 +161,26 @@ static void rd_complete(disk_reader *r, rd_job *j)
     it->flags = rec.flags;
     it->cas = rec.cas;
     /* The index may hold a newer expiry than the record (a touch). */
-    item_set_exptime(it, j->loc.exptime);
+    item_set_exptime(it, loc->exptime);
+    *out = it;
+    return TC_OK;
+}
+
+/* A read completed: checks, decodes, promotes, answers. */
+static void rd_complete(disk_reader *r, rd_job *j)
+{
+    disk *d = r->d;
+    struct tc_item *it;
+    tc_status st = disk_record_item(d, r->z, &j->loc, j->key, j->klen,
+                                    j->buf, j->op.res, &it);
+    if (st == TC_ENOMEM) {
+        rd_finish(j, TC_ENOMEM, NULL);
+        return;
+    }
+    if (st != TC_OK) {
+        rd_failed(r, j);
+        return;
+    }
     rd_check c = {r, j};
     mem_promote(d->m, j->h, it, d->cfg.now(d->cfg.now_arg), rd_still_current,
                 &c);

@@ -110,6 +110,21 @@ typedef enum tc_durability {
     TC_DURABILITY_NONE = 2,
 } tc_durability;
 
+/*
+ * Warm start (with a data directory; see README.md, "Warm start"): the
+ * engine keeps a snapshot of its hot keys in the index and, after a
+ * start, preloads them into memory in the background while it serves.
+ *   OFF  no snapshot, no preload;
+ *   HOT  preload the snapshot's keys (nothing when there is none);
+ *   ALL  as HOT, and without a usable snapshot fill memory from the
+ *        newest data on disk.
+ */
+typedef enum tc_warm {
+    TC_WARM_OFF = 0,
+    TC_WARM_HOT = 1,
+    TC_WARM_ALL = 2,
+} tc_warm;
+
 typedef struct tc_config {
     /* Bytes the memory tier may hold, counting each item's real cost
      * (header, key, value, allocator and index slot). Default 64 MiB. */
@@ -153,6 +168,20 @@ typedef struct tc_config {
      * tc_stats (disk_write_errors, disk_read_errors, disk_last_errno). */
     void (*log)(void *arg, const char *msg);
     void *log_arg;
+
+    /* Warm start (above); default HOT. Its progress lines (when the
+     * preload starts, every few seconds, at its end, and a snapshot that
+     * is missing or fails its checks) also go to log, starting with
+     * "warm: ", and are not rate-limited. */
+    tc_warm warm;
+    /* Seconds between hot-key snapshots; 0 takes one only at tc_close.
+     * A snapshot is also taken at tc_close. Default 60. */
+    unsigned hot_snapshot_s;
+    /* Testing aid: if not NULL, the preload calls it (on its own thread)
+     * after looking up each batch of keys and before reading them, so a
+     * test can change those keys in between. */
+    void (*debug_warm_hook)(void *arg);
+    void *debug_warm_arg;
 } tc_config;
 
 /* Fills cfg with the defaults. */

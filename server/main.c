@@ -226,7 +226,11 @@ static void srv_stat_pick(void *arg, const char *name, const char *value)
 static void srv_log_disk(void *arg, const char *msg)
 {
     (void)arg;
-    fprintf(stderr, "tiercached: disk: %s\n", msg);
+    /* Warm start's progress lines have their own prefix. */
+    if (strncmp(msg, "warm: ", 6) == 0)
+        fprintf(stderr, "tiercached: warm: %s\n", msg + 6);
+    else
+        fprintf(stderr, "tiercached: disk: %s\n", msg);
 }
 
 /* The start-up line about the disk tier: backend and recovery. */
@@ -269,6 +273,8 @@ static int srv_run(server *srv)
         cfg.compress_level = srv->set.compress_level;
         cfg.io_backend = srv->set.io_backend;
         cfg.log = srv_log_disk;
+        cfg.warm = (tc_warm)srv->set.warm;
+        cfg.hot_snapshot_s = srv->set.hot_snapshot_s;
     }
     cfg.errbuf = why;
     cfg.errbuf_len = sizeof(why);

@@ -27,6 +27,8 @@ enum {
     OPT_FLUSH_MS,
     OPT_COMPRESS,
     OPT_IO_BACKEND,
+    OPT_WARM,
+    OPT_HOT_SNAPSHOT,
 };
 
 static const struct option srv_options[] = {
@@ -48,6 +50,8 @@ static const struct option srv_options[] = {
     {"flush-ms", required_argument, NULL, OPT_FLUSH_MS},
     {"compress-level", required_argument, NULL, OPT_COMPRESS},
     {"io-backend", required_argument, NULL, OPT_IO_BACKEND},
+    {"warm", required_argument, NULL, OPT_WARM},
+    {"hot-snapshot-s", required_argument, NULL, OPT_HOT_SNAPSHOT},
     {NULL, 0, NULL, 0},
 };
 
@@ -85,6 +89,12 @@ static void srv_usage(FILE *f)
         "                           (default 1)\n"
         "      --io-backend=NAME    io_uring, threads or auto (default auto:\n"
         "                           io_uring where the system allows it)\n"
+        "      --warm=MODE          after a start, preload into memory in the\n"
+        "                           background: hot (default) the snapshot of\n"
+        "                           hot keys; all: that, or the newest data\n"
+        "                           when there is no snapshot; off: nothing\n"
+        "      --hot-snapshot-s=N   seconds between hot-key snapshots (default\n"
+        "                           60; 0: only at shutdown)\n"
         "      --debug-defer        testing aid: complete every engine call\n"
         "                           asynchronously, as a disk read would\n"
         "  -h, --help               this help\n"
@@ -150,6 +160,8 @@ void srv_settings_init(srv_settings *s)
     s->flush_ms = 100;
     s->compress_level = 1;
     snprintf(s->io_backend, sizeof(s->io_backend), "auto");
+    s->warm = TC_WARM_HOT;
+    s->hot_snapshot_s = 60;
 }
 
 static srv_parse_result srv_bad(const char *opt, const char *arg,
@@ -251,6 +263,21 @@ srv_parse_result srv_settings_parse(srv_settings *s, int argc, char **argv)
                 return srv_bad("--io-backend", optarg,
                                "give io_uring, threads or auto");
             snprintf(s->io_backend, sizeof(s->io_backend), "%s", optarg);
+            break;
+        case OPT_WARM:
+            if (strcmp(optarg, "off") == 0)
+                s->warm = TC_WARM_OFF;
+            else if (strcmp(optarg, "hot") == 0)
+                s->warm = TC_WARM_HOT;
+            else if (strcmp(optarg, "all") == 0)
+                s->warm = TC_WARM_ALL;
+            else
+                return srv_bad("--warm", optarg, "give off, hot or all");
+            break;
+        case OPT_HOT_SNAPSHOT:
+            if (!parse_ulong(optarg, 0, 86400, &v))
+                return srv_bad("--hot-snapshot-s", optarg, "give 0..86400");
+            s->hot_snapshot_s = (unsigned)v;
             break;
         case 'h':
             srv_usage(stdout);

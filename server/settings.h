@@ -27,6 +27,8 @@ typedef struct srv_settings {
     unsigned flush_ms;    /* --flush-ms */
     int compress_level;   /* --compress-level */
     char io_backend[16];  /* --io-backend: auto, io_uring, threads */
+    int warm;             /* --warm: a tc_warm */
+    unsigned hot_snapshot_s; /* --hot-snapshot-s */
 } srv_settings;
 
 typedef enum srv_parse_result {
