@@ -325,6 +325,8 @@ static void dmg_config(tc_config *cfg, tcu_clock *clk, const char *path,
     cfg->disk_size = 16 << 20; /* segments of 1 MiB */
     cfg->io_backend = backend;
     cfg->flush_ms = 5;
+    /* Disk reads are counted here: no preload (see test_warm). */
+    cfg->warm = TC_WARM_OFF;
     cfg->errbuf = why;
     cfg->errbuf_len = why_len;
 }
@@ -1075,6 +1077,7 @@ static void tiny_values_far_past_budget(void)
     cfg.disk_size = 16 << 20; /* segments of 1 MiB */
     cfg.io_backend = backend;
     cfg.flush_ms = 5;
+    cfg.warm = TC_WARM_OFF; /* disk reads are counted: no preload */
     cfg.errbuf = why;
     cfg.errbuf_len = sizeof(why);
     watchdog(100, "tiny_values_far_past_budget");

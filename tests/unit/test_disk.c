@@ -70,6 +70,9 @@ static void cfg_disk(tc_config *cfg, tcu_clock *clk)
     cfg->disk_size = (uint64_t)64 << 20;
     cfg->io_backend = backend;
     cfg->flush_ms = 5;
+    /* These tests count disk reads after a restart: no preload (warm
+     * start has its own test, test_warm). */
+    cfg->warm = TC_WARM_OFF;
 }
 
 static tc_engine *open_disk(tcu_clock *clk)
