@@ -127,8 +127,11 @@ static bool rd_still_current(void *arg)
     idx_reader_reset(c->r->ir);
     tc_status st = idx_lookup(c->r->ir, c->j->key, c->j->klen, &now);
     idx_reader_reset(c->r->ir);
+    /* A flush_all after the lookup: the value must not come back into
+     * memory (the reader still answers the get that asked: it was read
+     * before the flush). */
     return st == TC_OK && now.lsn == c->j->loc.lsn && now.seg == c->j->loc.seg &&
-           now.off == c->j->loc.off;
+           now.off == c->j->loc.off && now.lsn >= disk_flush_lsn(c->r->d);
 }
 
 tc_status disk_record_item(disk *d, zc *z, const idx_loc *loc,
