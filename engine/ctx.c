@@ -226,8 +226,9 @@ static tc_status job_run(ctx_job *j)
         disk_load(e->dk, j->op.h, j->op.key, j->op.klen, job_on_load, j);
         return TC_PENDING;
     }
-    if ((j->op.kind == OP_GET || j->op.kind == OP_GAT) && st == TC_OK &&
-        j->item == NULL)
+    if ((j->op.kind == OP_GET || j->op.kind == OP_GAT ||
+         j->op.kind == OP_MGET) &&
+        st == TC_OK && j->item == NULL)
         j->res.status = TC_ENOMEM;
     if (o.logged && sync) {
         job_wait_done(j);
@@ -307,10 +308,12 @@ static tc_status ctx_job_start(tc_ctx *ctx, const engine_op *op,
     return TC_OK;
 }
 
-/* The visitor of the fast path: answers a hit under the shard lock. */
+/* The visitor of the fast path: answers a hit under the shard lock,
+ * with what the operation put in res before (a meta get's state). */
 typedef struct ctx_visit_arg {
     tc_done_fn fn;
     void *arg;
+    const tc_result *res;
 } ctx_visit_arg;
 
 static void ctx_visit(void *a, struct tc_item *it)
@@ -318,7 +321,9 @@ static void ctx_visit(void *a, struct tc_item *it)
     ctx_visit_arg *c = a;
     tc_view view;
     tc_item_view(it, &view);
-    tc_result r = {.status = TC_OK, .view = &view};
+    tc_result r = *c->res;
+    r.status = TC_OK;
+    r.view = &view;
     c->fn(c->arg, &r);
 }
 
@@ -328,14 +333,17 @@ static tc_status ctx_start(tc_ctx *ctx, engine_op *op, tc_done_fn fn,
                            void *arg)
 {
     tc_engine *e = ctx->e;
-    bool read = op->kind == OP_GET || op->kind == OP_GAT;
+    /* A meta get's changes (a touch, a win) do not wait for the disk
+     * under sync durability, as a gat's do not. */
+    bool read = op->kind == OP_GET || op->kind == OP_GAT ||
+                op->kind == OP_MGET;
     if (e->cfg.debug_defer ||
         (!read && e->dk != NULL &&
          disk_durability(e->dk) == TC_DURABILITY_SYNC))
         return ctx_job_start(ctx, op, fn, arg);
-    tc_result r;
+    tc_result r = {0};
     mem_opt o = {0};
-    ctx_visit_arg va = {fn, arg};
+    ctx_visit_arg va = {fn, arg, &r};
     tc_status st = engine_run(e, op, engine_now(e), &o, ctx_visit, &va, &r);
     if (st == MEM_ON_DISK)
         return ctx_job_start(ctx, op, fn, arg);
@@ -442,5 +450,58 @@ tc_status tc_ctx_touch(tc_ctx *ctx, const void *key, size_t klen,
         return ctx_bad_key(ctx, fn, arg);
     ctx_op(ctx, &op, OP_TOUCH, key, klen);
     op.exptime = engine_exptime(exptime, engine_now(ctx->e));
+    return ctx_start(ctx, &op, fn, arg);
+}
+
+tc_status tc_ctx_mget(tc_ctx *ctx, const void *key, size_t klen,
+                      const tc_meta_opts *o, tc_done_fn fn, void *arg)
+{
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(ctx, fn, arg);
+    ctx_op(ctx, &op, OP_MGET, key, klen);
+    engine_meta(ctx->e, &op, o);
+    return ctx_start(ctx, &op, fn, arg);
+}
+
+tc_status tc_ctx_mstore(tc_ctx *ctx, tc_store_mode mode, const void *key,
+                        size_t klen, const void *value, size_t vlen,
+                        uint32_t flags, int64_t exptime,
+                        const tc_meta_opts *o, tc_done_fn fn, void *arg)
+{
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(ctx, fn, arg);
+    ctx_op(ctx, &op, OP_STORE, key, klen);
+    engine_mstore_op(ctx->e, &op, mode, o);
+    op.value = value;
+    op.vlen = vlen;
+    op.flags = flags;
+    op.exptime = engine_exptime(exptime, engine_now(ctx->e));
+    return ctx_start(ctx, &op, fn, arg);
+}
+
+tc_status tc_ctx_mdelete(tc_ctx *ctx, const void *key, size_t klen,
+                         const tc_meta_opts *o, tc_done_fn fn, void *arg)
+{
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(ctx, fn, arg);
+    ctx_op(ctx, &op, OP_DELETE, key, klen);
+    engine_meta(ctx->e, &op, o);
+    return ctx_start(ctx, &op, fn, arg);
+}
+
+tc_status tc_ctx_marith(tc_ctx *ctx, const void *key, size_t klen, int decr,
+                        uint64_t delta, const tc_meta_opts *o, tc_done_fn fn,
+                        void *arg)
+{
+    engine_op op;
+    if (!engine_key_ok(klen))
+        return ctx_bad_key(ctx, fn, arg);
+    ctx_op(ctx, &op, OP_ARITH, key, klen);
+    engine_meta(ctx->e, &op, o);
+    op.decr = decr;
+    op.delta = delta;
     return ctx_start(ctx, &op, fn, arg);
 }

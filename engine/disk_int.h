@@ -39,6 +39,7 @@ typedef struct jr_entry {
     bool scheduled;        /* SEG_FLUSH: a delayed flush, not yet due */
     struct tc_item *item;  /* a reference; NULL for SEG_FLUSH */
     uint32_t exptime;      /* SEG_TOUCH, SEG_FLUSH */
+    uint8_t meta;          /* the item's state as logged (SEG_M_*) */
     size_t cost;           /* bytes counted in d->unindexed */
     disk_wake_fn wake;
     void *wake_arg;

@@ -231,6 +231,21 @@ uint32_t engine_exptime(int64_t exptime, uint32_t now)
     return exptime > UINT32_MAX ? UINT32_MAX : (uint32_t)exptime;
 }
 
+void engine_meta(tc_engine *e, engine_op *op, const tc_meta_opts *o)
+{
+    memset(&op->mm, 0, sizeof(op->mm));
+    if (o == NULL)
+        return;
+    uint32_t now = engine_now(e);
+    op->mm.set = o->set & (TC_MO_TTL | TC_MO_VIVIFY | TC_MO_RECACHE |
+                           TC_MO_CAS | TC_MO_INVALIDATE | TC_MO_NO_BUMP);
+    op->mm.ttl = engine_exptime(o->ttl, now);
+    op->mm.vivify = engine_exptime(o->vivify_ttl, now);
+    op->mm.recache = engine_exptime(o->recache_ttl, now);
+    op->mm.cas = o->cas;
+    op->mm.initial = o->initial;
+}
+
 /* ---- running an operation ---- */
 
 tc_status engine_run(tc_engine *e, const engine_op *op, uint32_t now,
@@ -242,6 +257,9 @@ tc_status engine_run(tc_engine *e, const engine_op *op, uint32_t now,
     res->view = NULL;
     res->cas = 0;
     res->number = 0;
+    res->exptime = 0;
+    res->meta = 0;
+    res->last_access = 0;
     switch (op->kind) {
     case OP_GET:
         st = mem_get(m, op->h, op->key, op->klen, now, MEM_NO_TOUCH, visit,
@@ -254,14 +272,18 @@ tc_status engine_run(tc_engine *e, const engine_op *op, uint32_t now,
     case OP_STORE:
         st = mem_store(m, op->h, op->mode, op->key, op->klen, op->value,
                        op->vlen, op->flags, op->exptime, op->cas, now,
-                       &res->cas, o);
+                       &res->cas, o, &op->mm);
         break;
     case OP_DELETE:
-        st = mem_delete(m, op->h, op->key, op->klen, now, o);
+        st = mem_delete(m, op->h, op->key, op->klen, now, o, &op->mm);
         break;
     case OP_ARITH:
         st = mem_arith(m, op->h, op->key, op->klen, op->decr, op->delta, now,
-                       &res->number, o);
+                       res, o, &op->mm);
+        break;
+    case OP_MGET:
+        st = mem_mget(m, op->h, op->key, op->klen, now, &op->mm, res, visit,
+                      visit_arg, o);
         break;
     case OP_TOUCH:
         st = mem_touch(m, op->h, op->key, op->klen, op->exptime, now, o);
@@ -410,7 +432,8 @@ static tc_status engine_sync(tc_engine *e, const engine_op *op,
         *item = got;
     else
         tc_item_release(got);
-    if (st == TC_OK && (op->kind == OP_GET || op->kind == OP_GAT) &&
+    if (st == TC_OK &&
+        (op->kind == OP_GET || op->kind == OP_GAT || op->kind == OP_MGET) &&
         got == NULL)
         return TC_ENOMEM;
     return st;
@@ -525,6 +548,114 @@ tc_status tc_touch(tc_engine *e, const void *key, size_t klen,
     engine_op_key(e, &op, OP_TOUCH, key, klen);
     op.exptime = engine_exptime(exptime, engine_now(e));
     return engine_sync(e, &op, NULL, &res);
+}
+
+/* ---- meta operations ---- */
+
+void engine_mstore_op(tc_engine *e, engine_op *op, tc_store_mode mode,
+                      const tc_meta_opts *o)
+{
+    engine_meta(e, op, o);
+    op->mode = mode;
+    /* As memcached's ms: a CAS makes a set or a replace a CAS store, an
+     * add ignores it, an append or prepend checks it. */
+    if (op->mm.set & TC_MO_CAS) {
+        if (mode == TC_SET || mode == TC_REPLACE) {
+            op->mode = TC_CAS;
+            op->cas = op->mm.cas;
+        } else if (mode == TC_ADD) {
+            op->mm.set &= ~TC_MO_CAS;
+        }
+    }
+}
+
+static void engine_meta_result(tc_result *res, const tc_result *got)
+{
+    if (res != NULL) {
+        *res = *got;
+        res->view = NULL;
+    }
+}
+
+tc_status tc_mget(tc_engine *e, const void *key, size_t klen,
+                  const tc_meta_opts *o, tc_item **out, tc_result *res)
+{
+    engine_op op;
+    tc_result r = {0};
+    tc_item *it = NULL;
+    if (out != NULL)
+        *out = NULL;
+    if (!engine_key_ok(klen)) {
+        r.status = TC_EKEY;
+        engine_meta_result(res, &r);
+        return TC_EKEY;
+    }
+    engine_op_key(e, &op, OP_MGET, key, klen);
+    engine_meta(e, &op, o);
+    tc_status st = engine_sync(e, &op, &it, &r);
+    r.status = st;
+    engine_meta_result(res, &r);
+    if (out != NULL)
+        *out = it;
+    else
+        tc_item_release(it);
+    return st;
+}
+
+tc_status tc_mstore(tc_engine *e, tc_store_mode mode, const void *key,
+                    size_t klen, const void *value, size_t vlen,
+                    uint32_t flags, int64_t exptime, const tc_meta_opts *o,
+                    tc_result *res)
+{
+    engine_op op;
+    tc_result r = {0};
+    tc_status st = TC_EKEY;
+    if (engine_key_ok(klen)) {
+        engine_op_key(e, &op, OP_STORE, key, klen);
+        engine_mstore_op(e, &op, mode, o);
+        op.value = value;
+        op.vlen = vlen;
+        op.flags = flags;
+        op.exptime = engine_exptime(exptime, engine_now(e));
+        st = engine_sync(e, &op, NULL, &r);
+    }
+    r.status = st;
+    engine_meta_result(res, &r);
+    return st;
+}
+
+tc_status tc_mdelete(tc_engine *e, const void *key, size_t klen,
+                     const tc_meta_opts *o, tc_result *res)
+{
+    engine_op op;
+    tc_result r = {0};
+    tc_status st = TC_EKEY;
+    if (engine_key_ok(klen)) {
+        engine_op_key(e, &op, OP_DELETE, key, klen);
+        engine_meta(e, &op, o);
+        st = engine_sync(e, &op, NULL, &r);
+    }
+    r.status = st;
+    engine_meta_result(res, &r);
+    return st;
+}
+
+tc_status tc_marith(tc_engine *e, const void *key, size_t klen, int decr,
+                    uint64_t delta, const tc_meta_opts *o, tc_result *res)
+{
+    engine_op op;
+    tc_result r = {0};
+    tc_status st = TC_EKEY;
+    if (engine_key_ok(klen)) {
+        engine_op_key(e, &op, OP_ARITH, key, klen);
+        engine_meta(e, &op, o);
+        op.decr = decr;
+        op.delta = delta;
+        st = engine_sync(e, &op, NULL, &r);
+    }
+    r.status = st;
+    engine_meta_result(res, &r);
+    return st;
 }
 
 /*

@@ -45,6 +45,7 @@ typedef enum engine_opk {
     OP_DELETE,
     OP_ARITH,
     OP_TOUCH,
+    OP_MGET,
 } engine_opk;
 
 typedef struct engine_op {
@@ -60,7 +61,14 @@ typedef struct engine_op {
     uint64_t cas;
     int decr; /* ARITH */
     uint64_t delta;
+    mem_meta mm; /* MGET; STORE, DELETE, ARITH of a meta call (else zero) */
 } engine_op;
+
+/* Fills op->mm from a meta call's options (o may be NULL). */
+void engine_meta(tc_engine *e, engine_op *op, const tc_meta_opts *o);
+/* The same for a meta store, which also sets op->mode (and op->cas). */
+void engine_mstore_op(tc_engine *e, engine_op *op, tc_store_mode mode,
+                      const tc_meta_opts *o);
 
 /* The current unix time; also carries out a delayed flush that is due. */
 uint32_t engine_now(tc_engine *e);

@@ -13,6 +13,7 @@
 #include "idx.h"
 
 #include "crc32c.h"
+#include "seg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -85,6 +86,7 @@ static void loc_encode(const idx_loc *l, unsigned char out[IDX_LOC_SIZE])
     put32(out + 36, l->exptime);
     put32(out + 40, l->raw_len);
     out[44] = l->codec;
+    out[45] = l->meta;
 }
 
 static bool loc_decode(const MDB_val *v, idx_loc *l)
@@ -101,6 +103,7 @@ static bool loc_decode(const MDB_val *v, idx_loc *l)
     l->exptime = get32(p + 36);
     l->raw_len = get32(p + 40);
     l->codec = p[44];
+    l->meta = p[45] & SEG_M_ALL;
     return true;
 }
 

@@ -39,6 +39,7 @@ typedef struct idx_loc {
     uint32_t exptime; /* absolute, 0 = never */
     uint32_t raw_len; /* value length */
     uint8_t codec;
+    uint8_t meta;     /* item state, SEG_M_* (0 in entries of format 1) */
 } idx_loc;
 
 /* The journal's state, as of the last commit. */

@@ -132,6 +132,7 @@ static tc_status ix_apply(disk *d, ix_ops *ops, jr_entry *e,
             .exptime = item_exptime(it),
             .raw_len = (uint32_t)item_vlen(it),
             .codec = e->codec,
+            .meta = e->meta,
         };
         st = idx_put(d->ix, key, klen, &loc, &old, &had);
         if (st != TC_OK)
@@ -151,6 +152,7 @@ static tc_status ix_apply(disk *d, ix_ops *ops, jr_entry *e,
         if (st != TC_OK)
             return st;
         loc.exptime = e->exptime;
+        loc.meta = e->meta;
         return idx_put(d->ix, key, klen, &loc, NULL, NULL);
     case SEG_FLUSH:
         if (e->scheduled) {

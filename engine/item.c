@@ -28,8 +28,10 @@ struct tc_item *item_new(slab *s, const void *key, size_t klen, size_t vlen)
     atomic_init(&it->exptime, 0);
     it->flags = 0;
     item_set_lens(it, klen, vlen);
+    it->atime = 0;
     it->bits = 0;
     atomic_init(&it->refs, 1);
+    it->meta = 0;
     memcpy((char *)item_key(it), key, klen);
     return it;
 }
@@ -55,8 +57,10 @@ static struct tc_item *item_copy(const struct tc_item *it)
     atomic_init(&c->exptime, item_exptime(it));
     c->flags = it->flags;
     c->lens = it->lens;
+    c->atime = 0;
     c->bits = 0;
     atomic_init(&c->refs, 1);
+    c->meta = 0;
     memcpy(c->data, it->data, size - ITEM_HDR_SIZE);
     return c;
 }

@@ -1,28 +1,32 @@
 /*
  * item.h - the layout of an item in the memory tier.
  *
- * An item is one allocation: a 22-byte header, the key, then the value:
+ * An item is one allocation: a 27-byte header, the key, then the value:
  *
  *   0  cas      u64  unique per modification
  *   8  exptime  u32  absolute unix seconds, 0 = never
  *  12  flags    u32  the client's flags
  *  16  lens     u32  key length << 24 | value length (24 bits)
- *  20  bits     u8   S3-FIFO frequency and where the item is
- *  21  refs     u8   reference count
- *  22  key, value
+ *  20  atime    u32  last access, unix seconds (meta "l")
+ *  24  bits     u8   S3-FIFO frequency and where the item is
+ *  25  refs     u8   reference count
+ *  26  meta     u8   ITEM_M_*: stale, win sent, fetched (meta "X W Z h")
+ *  27  key, value
  *
  * A value of 16 MiB - 1 or more has ITEM_LEN_BIG in its 24 bits and its
  * real length in 4 bytes before the key, so the common item pays 4 bytes
  * for its lengths and every size up to the limit still fits. The header is
- * 22 bytes, not sizeof (24): items are allocated from ITEM_HDR_SIZE on,
- * which is what lets a 14-byte key and a 100-byte value fit a 136-byte
- * slab class (memory per item is a benchmark target).
+ * 27 bytes, not sizeof (32): items are allocated from ITEM_HDR_SIZE on, so
+ * a 14-byte key and a 100-byte value fit a 144-byte slab class (memory per
+ * item is a benchmark target; atime and meta, which memcached's meta
+ * commands report, cost that class 8 bytes).
  *
  * Header fields are immutable once the item is published in a shard,
  * except:
  *   - exptime, changed by touch/gat (a relaxed atomic, so readers holding
  *     a reference may read it without the shard lock);
- *   - bits, only ever touched under the lock of the item's shard;
+ *   - bits, atime and meta, only ever touched under the lock of the
+ *     item's shard;
  *   - refs, atomic.
  *
  * References: the shard holds one reference for as long as the item is in
@@ -53,6 +57,13 @@
  * still holds. A tombstone has no value and is never returned. */
 #define ITEM_TOMB 0x40u
 
+/* meta: the state memcached's meta commands keep per item. STALE and
+ * WON go to disk with the item (seg.h, idx.h); FETCHED does not. */
+#define ITEM_M_STALE 0x01u   /* marked stale (md I, ms I): mg says X */
+#define ITEM_M_WON 0x02u     /* a client was told it won the recache (W) */
+#define ITEM_M_FETCHED 0x04u /* read since it was stored (mg h) */
+#define ITEM_M_PERSIST (ITEM_M_STALE | ITEM_M_WON)
+
 #define ITEM_REFS_MAX 0xf0u
 #define ITEM_LEN_BIG 0xffffffu
 
@@ -61,8 +72,10 @@ struct tc_item {
     _Atomic uint32_t exptime;
     uint32_t flags;
     uint32_t lens;
+    uint32_t atime;
     uint8_t bits;
     _Atomic uint8_t refs;
+    uint8_t meta;
     char data[];
 };
 

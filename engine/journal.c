@@ -48,6 +48,9 @@
 #include "hash.h"
 #include "item.h"
 
+_Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON,
+               "an item's state is logged as it is");
+
 #define JR_WAIT_IDLE_MS 1000
 #define JR_ZC_MISSES 32
 #define JR_ZC_SAMPLE 32
@@ -142,6 +145,8 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
     if (it != NULL) {
         e->item = tc_item_ref(it);
         it->bits |= ITEM_PINNED;
+        /* Read here, under the shard lock: gets change it later. */
+        e->meta = it->meta & ITEM_M_PERSIST;
     }
     e->cost = entry_cost(it);
     bool was_empty = d->q_head == NULL;
@@ -342,6 +347,7 @@ static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
             r.klen = (uint8_t)item_klen(e->item);
             r.flags = e->item->flags;
             r.cas = e->item->cas;
+            r.meta = e->meta;
             r.exptime = e->type == SEG_TOUCH ? e->exptime
                                              : item_exptime(e->item);
         } else {

@@ -309,10 +309,12 @@ static uint64_t mem_next_cas(mem *m, mem_shard *sh)
 /* Publishes nit in place of old (at pos), or as a new entry (old NULL).
  * Returns TC_ENOMEM only when the table must grow and cannot. */
 static tc_status mem_publish(mem *m, mem_shard *sh, uint64_t h, uint32_t pos,
-                             struct tc_item *old, struct tc_item *nit)
+                             struct tc_item *old, struct tc_item *nit,
+                             uint32_t now)
 {
     nit->cas = mem_next_cas(m, sh);
     nit->bits = ITEM_LINKED;
+    nit->atime = now;
     if (old != NULL) {
         uint64_t s = sh->slots[pos];
         sh->slots[pos] = (s & ~SLOT_PTR_MASK) | (uint64_t)(uintptr_t)nit;
@@ -374,6 +376,18 @@ static void mem_reclaim(mem *m, uint32_t now, uintptr_t keep)
 
 /* ---- operations ---- */
 
+/* An access: the eviction policy's count, meta's fetched flag and last
+ * access time (each written only when it changes). */
+static inline void mem_bump(struct tc_item *it, uint32_t now)
+{
+    if ((it->bits & ITEM_FREQ_MASK) < ITEM_FREQ_MASK)
+        it->bits++;
+    if (!(it->meta & ITEM_M_FETCHED))
+        it->meta |= ITEM_M_FETCHED;
+    if (it->atime != now)
+        it->atime = now;
+}
+
 tc_status mem_get(mem *m, uint64_t h, const void *key, size_t klen,
                   uint32_t now, uint64_t touch, mem_visit_fn fn, void *arg,
                   mem_opt *o)
@@ -407,31 +421,129 @@ tc_status mem_get(mem *m, uint64_t h, const void *key, size_t klen,
     } else {
         sh->st.get_hits++;
     }
-    if ((it->bits & ITEM_FREQ_MASK) < ITEM_FREQ_MASK)
-        it->bits++;
+    mem_bump(it, now);
     fn(arg, it);
     pthread_mutex_unlock(&sh->lock);
     return TC_OK;
 }
 
-static tc_status mem_store_check(mem_shard *sh, tc_store_mode mode,
-                                 const struct tc_item *old, uint64_t cas)
+tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
+                   uint32_t now, const mem_meta *mm, tc_result *res,
+                   mem_visit_fn fn, void *arg, mem_opt *o)
 {
+    mem_shard *sh = mem_shard_of(m, h);
+    unsigned mo = mm->set;
+    uintptr_t stored = 0;
+    mem_found f;
+
+    res->meta = 0;
+    res->last_access = 0;
+    pthread_mutex_lock(&sh->lock);
+    mem_find(m, sh, h, key, klen, now, mem_check_disk(o), &f);
+    if (f.maybe_disk) {
+        pthread_mutex_unlock(&sh->lock);
+        return MEM_ON_DISK;
+    }
+    struct tc_item *it;
+    if (!f.live) {
+        if (mo & TC_MO_TTL) {
+            sh->st.touch_misses++;
+        } else {
+            sh->st.get_misses++;
+            if (f.expired)
+                sh->st.get_expired++;
+        }
+        if (!(mo & TC_MO_VIVIFY)) {
+            pthread_mutex_unlock(&sh->lock);
+            return TC_ENOTFOUND;
+        }
+        /* Vivify: an empty item whose creator wins the recache. */
+        it = item_new(m->slab, key, klen, 0);
+        tc_status st = it == NULL ? TC_ENOMEM
+                                  : mem_publish(m, sh, h, f.pos, f.it, it,
+                                                now);
+        if (st != TC_OK) {
+            if (it != NULL)
+                item_unref(it);
+            pthread_mutex_unlock(&sh->lock);
+            return st;
+        }
+        item_set_exptime(it, mm->vivify);
+        it->meta = ITEM_M_WON;
+        mem_log(m, SEG_SET, it, 0, o);
+        res->meta = TC_META_WIN;
+        stored = (uintptr_t)it;
+    } else {
+        it = f.it;
+        bool win = false, logged = false;
+        if (it->meta & ITEM_M_FETCHED)
+            res->meta |= TC_META_FETCHED;
+        res->last_access = now > it->atime ? now - it->atime : 0;
+        if (mo & TC_MO_TTL) {
+            item_set_exptime(it, mm->ttl);
+            logged = true;
+            sh->st.touch_hits++;
+        } else {
+            sh->st.get_hits++;
+        }
+        uint32_t exp = item_exptime(it);
+        if ((mo & TC_MO_RECACHE) && !(it->meta & ITEM_M_WON) && exp != 0 &&
+            exp < mm->recache)
+            win = true;
+        if (it->meta & ITEM_M_WON)
+            res->meta |= TC_META_WON_BEFORE;
+        if (it->meta & ITEM_M_STALE) {
+            res->meta |= TC_META_STALE;
+            if (!(it->meta & ITEM_M_WON))
+                win = true;
+        }
+        if (win) {
+            it->meta |= ITEM_M_WON;
+            res->meta |= TC_META_WIN;
+            logged = true;
+        }
+        /* One record carries a new expiry and a win to the disk. */
+        if (logged)
+            mem_log(m, SEG_TOUCH, it, exp, o);
+        if (!(mo & TC_MO_NO_BUMP))
+            mem_bump(it, now);
+    }
+    res->number = item_total(it);
+    fn(arg, it);
+    pthread_mutex_unlock(&sh->lock);
+    if (stored != 0 && mem_over_limit(m))
+        mem_reclaim(m, now, stored);
+    return TC_OK;
+}
+
+/* Whether a store may go ahead. *stale: it may, as the meta set of a
+ * CAS lower than the item's with TC_MO_INVALIDATE, marked stale. */
+static tc_status mem_store_check(mem_shard *sh, tc_store_mode mode,
+                                 const struct tc_item *old, uint64_t cas,
+                                 const mem_meta *mm, bool *stale)
+{
+    unsigned mo = mm != NULL ? mm->set : 0;
+    *stale = false;
     switch (mode) {
     case TC_SET:
         return TC_OK;
     case TC_ADD:
         return old != NULL ? TC_ENOTSTORED : TC_OK;
-    case TC_REPLACE:
     case TC_APPEND:
     case TC_PREPEND:
+        if (old != NULL && (mo & TC_MO_CAS) && old->cas != mm->cas)
+            return TC_EEXISTS;
+        return old == NULL ? TC_ENOTSTORED : TC_OK;
+    case TC_REPLACE:
         return old == NULL ? TC_ENOTSTORED : TC_OK;
     case TC_CAS:
         if (old == NULL) {
             sh->st.cas_misses++;
             return TC_ENOTFOUND;
         }
-        if (old->cas != cas) {
+        if (old->cas != cas && (mo & TC_MO_INVALIDATE) && cas < old->cas) {
+            *stale = true;
+        } else if (old->cas != cas) {
             sh->st.cas_badval++;
             return TC_EEXISTS;
         }
@@ -451,7 +563,7 @@ static tc_status mem_store_check(mem_shard *sh, tc_store_mode mode,
  */
 static bool mem_rewrite(mem *m, mem_shard *sh, struct tc_item *old,
                         const void *value, size_t vlen, uint32_t flags,
-                        uint32_t exptime)
+                        uint32_t exptime, uint8_t meta, uint32_t now)
 {
     size_t klen = item_klen(old);
     size_t size = item_size(klen, vlen), old_size = item_total(old);
@@ -466,6 +578,8 @@ static bool mem_rewrite(mem *m, mem_shard *sh, struct tc_item *old,
     old->flags = flags;
     item_set_exptime(old, exptime);
     old->cas = mem_next_cas(m, sh);
+    old->meta = meta;
+    old->atime = now;
     sh->st.total_items++;
     return true;
 }
@@ -525,7 +639,7 @@ static tc_status mem_remove(mem *m, mem_shard *sh, uint64_t h,
     struct tc_item *tomb = item_new(m->slab, item_key(it), item_klen(it), 0);
     if (tomb == NULL)
         return TC_ENOMEM;
-    tc_status st = mem_publish(m, sh, h, pos, it, tomb);
+    tc_status st = mem_publish(m, sh, h, pos, it, tomb, 0);
     if (st != TC_OK) {
         item_unref(tomb);
         return st;
@@ -542,8 +656,10 @@ static tc_status mem_remove(mem *m, mem_shard *sh, uint64_t h,
 tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
                     size_t klen, const void *value, size_t vlen,
                     uint32_t flags, uint32_t exptime, uint64_t cas,
-                    uint32_t now, uint64_t *cas_out, mem_opt *o)
+                    uint32_t now, uint64_t *cas_out, mem_opt *o,
+                    const mem_meta *mm)
 {
+    bool stale;
     bool concat = mode == TC_APPEND || mode == TC_PREPEND;
     struct tc_item *nit = NULL;
     uintptr_t stored = 0;
@@ -580,12 +696,20 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     }
     sh->st.set_cmds++;
     struct tc_item *old = f.live ? f.it : NULL;
-    st = mem_store_check(sh, mode, old, cas);
+    st = mem_store_check(sh, mode, old, cas, mm, &stale);
+    /* A stale store keeps the item's expiry and a win handed out. */
+    uint8_t meta = 0;
+    if (st == TC_OK && stale) {
+        meta = ITEM_M_STALE | (old->meta & ITEM_M_WON);
+        exptime = item_exptime(old);
+        if (nit != NULL)
+            item_set_exptime(nit, exptime);
+    }
     if (st == TC_OK && concat) {
         st = mem_concat(m, mode, key, klen, old, value, vlen, &nit);
     } else if (st == TC_OK && !copy_early) {
-        if (old != NULL &&
-            mem_rewrite(m, sh, old, value, vlen, flags, exptime)) {
+        if (old != NULL && mem_rewrite(m, sh, old, value, vlen, flags,
+                                       exptime, meta, now)) {
             mem_log(m, SEG_SET, old, 0, o);
             if (cas_out != NULL)
                 *cas_out = old->cas;
@@ -596,8 +720,10 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         if (nit == NULL)
             st = TC_ENOMEM;
     }
-    if (st == TC_OK)
-        st = mem_publish(m, sh, h, f.pos, f.it, nit);
+    if (st == TC_OK) {
+        nit->meta = meta;
+        st = mem_publish(m, sh, h, f.pos, f.it, nit, now);
+    }
     if (st == TC_OK) {
         mem_log(m, SEG_SET, nit, 0, o);
         if (cas_out != NULL)
@@ -618,10 +744,39 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     return st;
 }
 
+/*
+ * Replaces it (at pos) by a copy marked stale, with a new CAS and the
+ * given expiry; a win handed out for it is forgotten, so the next meta
+ * get wins (memcached's "md <key> I").
+ */
+static tc_status mem_mark_stale(mem *m, mem_shard *sh, uint64_t h,
+                                struct tc_item *it, uint32_t pos,
+                                uint32_t exptime, uint32_t now, mem_opt *o)
+{
+    size_t vlen = item_vlen(it);
+    struct tc_item *nit = item_new(m->slab, item_key(it), item_klen(it), vlen);
+    if (nit == NULL)
+        return TC_ENOMEM;
+    memcpy(item_value(nit), item_value(it), vlen);
+    nit->flags = it->flags;
+    item_set_exptime(nit, exptime);
+    nit->meta = ITEM_M_STALE | (it->meta & ITEM_M_FETCHED);
+    uint32_t atime = it->atime;
+    tc_status st = mem_publish(m, sh, h, pos, it, nit, now);
+    if (st != TC_OK) {
+        item_unref(nit);
+        return st;
+    }
+    nit->atime = atime; /* marking is no access */
+    mem_log(m, SEG_SET, nit, 0, o);
+    return TC_OK;
+}
+
 tc_status mem_delete(mem *m, uint64_t h, const void *key, size_t klen,
-                     uint32_t now, mem_opt *o)
+                     uint32_t now, mem_opt *o, const mem_meta *mm)
 {
     mem_shard *sh = mem_shard_of(m, h);
+    unsigned mo = mm != NULL ? mm->set : 0;
     mem_found f;
     tc_status st = TC_OK;
 
@@ -632,6 +787,13 @@ tc_status mem_delete(mem *m, uint64_t h, const void *key, size_t klen,
     } else if (!f.live) {
         sh->st.delete_misses++;
         st = TC_ENOTFOUND;
+    } else if ((mo & TC_MO_CAS) && f.it->cas != mm->cas) {
+        sh->st.delete_misses++;
+        st = TC_EEXISTS;
+    } else if (mo & TC_MO_INVALIDATE) {
+        uint32_t exptime =
+            (mo & TC_MO_TTL) ? mm->ttl : item_exptime(f.it);
+        st = mem_mark_stale(m, sh, h, f.it, f.pos, exptime, now, o);
     } else if ((st = mem_remove(m, sh, h, f.it, f.pos, o)) == TC_OK) {
         sh->st.delete_hits++;
     }
@@ -684,10 +846,11 @@ static size_t u64_to_dec(uint64_t v, char *buf)
 }
 
 tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
-                    int decr, uint64_t delta, uint32_t now, uint64_t *result,
-                    mem_opt *o)
+                    int decr, uint64_t delta, uint32_t now, tc_result *res,
+                    mem_opt *o, const mem_meta *mm)
 {
     mem_shard *sh = mem_shard_of(m, h);
+    unsigned mo = mm != NULL ? mm->set : 0;
     mem_found f;
     tc_status st = TC_OK;
     uintptr_t stored = 0;
@@ -700,26 +863,37 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
         st = MEM_ON_DISK;
         goto out;
     }
-    if (!f.live) {
+    struct tc_item *it = f.live ? f.it : NULL;
+    uint32_t exptime;
+    if (it == NULL && (mo & TC_MO_VIVIFY)) {
+        /* Created holding the initial number, not changed by delta. */
+        v = mm->initial;
+        exptime = mm->vivify;
+    } else if (it == NULL) {
         if (decr)
             sh->st.decr_misses++;
         else
             sh->st.incr_misses++;
         st = TC_ENOTFOUND;
         goto out;
-    }
-    struct tc_item *it = f.it;
-    if (mem_parse_u64(item_value(it), item_vlen(it), &v) != 0) {
+    } else if ((mo & TC_MO_CAS) && it->cas != mm->cas) {
+        st = TC_EEXISTS;
+        goto out;
+    } else if (mem_parse_u64(item_value(it), item_vlen(it), &v) != 0) {
         st = TC_ENONNUMERIC;
         goto out;
-    }
-    if (decr) {
-        v = delta > v ? 0 : v - delta;
-        sh->st.decr_hits++;
     } else {
-        v += delta; /* wraps at 2^64, as memcached does */
-        sh->st.incr_hits++;
+        if (decr) {
+            v = delta > v ? 0 : v - delta;
+            sh->st.decr_hits++;
+        } else {
+            v += delta; /* wraps at 2^64, as memcached does */
+            sh->st.incr_hits++;
+        }
+        exptime = item_exptime(it);
     }
+    if (mo & TC_MO_TTL)
+        exptime = mm->ttl;
     size_t n = u64_to_dec(v, buf);
     struct tc_item *nit = item_new(m->slab, key, klen, n);
     if (nit == NULL) {
@@ -727,16 +901,23 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
         goto out;
     }
     memcpy(item_value(nit), buf, n);
-    nit->flags = it->flags;
-    item_set_exptime(nit, item_exptime(it));
-    st = mem_publish(m, sh, h, f.pos, it, nit);
+    if (it != NULL) {
+        /* The item changed in place, as far as anyone can tell. */
+        nit->flags = it->flags;
+        nit->meta = it->meta;
+    }
+    item_set_exptime(nit, exptime);
+    st = mem_publish(m, sh, h, f.pos, f.it, nit, now);
     if (st != TC_OK) {
         item_unref(nit);
         goto out;
     }
     mem_log(m, SEG_SET, nit, 0, o);
-    if (result != NULL)
-        *result = v;
+    if (res != NULL) {
+        res->number = v;
+        res->cas = nit->cas;
+        res->exptime = exptime;
+    }
     /* The new number may cost more than the old: evict as a store does. */
     stored = (uintptr_t)nit;
 out:
@@ -763,8 +944,7 @@ tc_status mem_touch(mem *m, uint64_t h, const void *key, size_t klen,
     } else {
         item_set_exptime(f.it, exptime);
         mem_log(m, SEG_TOUCH, f.it, exptime, o);
-        if ((f.it->bits & ITEM_FREQ_MASK) < ITEM_FREQ_MASK)
-            f.it->bits++;
+        mem_bump(f.it, now);
         sh->st.touch_hits++;
     }
     pthread_mutex_unlock(&sh->lock);
@@ -846,7 +1026,7 @@ bool mem_promote(mem *m, uint64_t h, struct tc_item *it, uint32_t now,
         /* Keeps the CAS the value was stored with. */
         uint64_t cas = it->cas;
         it = tc_item_ref(it); /* the shard's reference */
-        if (it != NULL && mem_publish(m, sh, h, 0, NULL, it) == TC_OK) {
+        if (it != NULL && mem_publish(m, sh, h, 0, NULL, it, now) == TC_OK) {
             it->cas = cas;
             done = true;
         } else if (it != NULL) {

@@ -75,6 +75,20 @@ uint64_t mem_hash(const mem *m, const void *key, size_t klen);
 /* Starts loading the table slot key's lookup will read first. */
 void mem_prefetch(mem *m, uint64_t h);
 
+/*
+ * The options of memcached's meta commands (tiercache.h, tc_meta_opts),
+ * times made absolute. An operation given NULL has none: the classic
+ * command.
+ */
+typedef struct mem_meta {
+    unsigned set;     /* TC_MO_* */
+    uint32_t ttl;     /* TC_MO_TTL: the new expiry */
+    uint32_t vivify;  /* TC_MO_VIVIFY: a created item's expiry */
+    uint32_t recache; /* TC_MO_RECACHE: win if the item expires before */
+    uint64_t cas;     /* TC_MO_CAS */
+    uint64_t initial; /* TC_MO_VIVIFY, arith: the number created */
+} mem_meta;
+
 /* Called with a live item while its shard is locked. */
 typedef void (*mem_visit_fn)(void *arg, struct tc_item *it);
 
@@ -90,17 +104,35 @@ tc_status mem_get(mem *m, uint64_t h, const void *key, size_t klen,
                   uint32_t now, uint64_t touch, mem_visit_fn fn, void *arg,
                   mem_opt *o);
 
+/*
+ * A meta get (mg, me): as mem_get, with the options of mm (TC_MO_TTL,
+ * _VIVIFY, _RECACHE, _NO_BUMP). res->meta and res->last_access describe
+ * the item as it was before the call (TC_META_*); fn is called with the
+ * item (a vivified one too) after they are set.
+ */
+tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
+                   uint32_t now, const mem_meta *mm, tc_result *res,
+                   mem_visit_fn fn, void *arg, mem_opt *o);
+
+/* With mm (may be NULL): TC_MO_CAS for APPEND/PREPEND, TC_MO_INVALIDATE
+ * for CAS (a lower CAS stores the value as stale). */
 tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
                     size_t klen, const void *value, size_t vlen,
                     uint32_t flags, uint32_t exptime, uint64_t cas,
-                    uint32_t now, uint64_t *cas_out, mem_opt *o);
+                    uint32_t now, uint64_t *cas_out, mem_opt *o,
+                    const mem_meta *mm);
 
+/* With mm (may be NULL): TC_MO_CAS; TC_MO_INVALIDATE marks the item stale
+ * (a new CAS; TC_MO_TTL: a new expiry) instead of removing it. */
 tc_status mem_delete(mem *m, uint64_t h, const void *key, size_t klen,
-                     uint32_t now, mem_opt *o);
+                     uint32_t now, mem_opt *o, const mem_meta *mm);
 
+/* res (may be NULL) gets the number, and the new item's CAS and expiry.
+ * With mm (may be NULL): TC_MO_CAS, TC_MO_TTL (on success), TC_MO_VIVIFY
+ * (a missing key is created holding mm->initial). */
 tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
-                    int decr, uint64_t delta, uint32_t now, uint64_t *result,
-                    mem_opt *o);
+                    int decr, uint64_t delta, uint32_t now, tc_result *res,
+                    mem_opt *o, const mem_meta *mm);
 
 tc_status mem_touch(mem *m, uint64_t h, const void *key, size_t klen,
                     uint32_t exptime, uint32_t now, mem_opt *o);

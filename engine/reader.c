@@ -165,6 +165,8 @@ tc_status disk_record_item(disk *d, zc *z, const idx_loc *loc,
     it->cas = rec.cas;
     /* The index may hold a newer expiry than the record (a touch). */
     item_set_exptime(it, loc->exptime);
+    /* And a newer state (a touch record carries it too). */
+    it->meta = loc->meta & ITEM_M_PERSIST;
     *out = it;
     return TC_OK;
 }

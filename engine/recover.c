@@ -145,7 +145,8 @@ static tc_status apply(rec_state *rs, uint64_t seg, uint64_t off, size_t size,
     switch (r->type) {
     case SEG_SET:
         loc = (idx_loc){seg, (uint32_t)off, (uint32_t)size, r->lsn, r->cas,
-                        r->flags, r->exptime, r->raw_len, r->codec};
+                        r->flags, r->exptime, r->raw_len, r->codec,
+                        r->meta};
         st = idx_put(d->ix, key, r->klen, &loc, NULL, NULL);
         break;
     case SEG_DELETE:
@@ -157,6 +158,7 @@ static tc_status apply(rec_state *rs, uint64_t seg, uint64_t off, size_t size,
         st = idx_get_w(d->ix, key, r->klen, &loc);
         if (st == TC_OK) {
             loc.exptime = r->exptime;
+            loc.meta = r->meta;
             st = idx_put(d->ix, key, r->klen, &loc, NULL, NULL);
         } else if (st == TC_ENOTFOUND) {
             st = TC_OK;
@@ -324,10 +326,11 @@ static tc_status open_segments(rec_state *rs, uint64_t *ids, size_t n)
         seg_header h;
         ssize_t got = pread(fd, hb, sizeof(hb), 0);
         bool ok = got == (ssize_t)sizeof(hb) && seg_header_decode(hb, &h);
-        if (ok && h.format != SEG_FORMAT) {
+        if (ok && (h.format < SEG_FORMAT_MIN || h.format > SEG_FORMAT)) {
             io_file_close(fd);
             snprintf(rs->why, rs->why_len, "%s has format %u; this build "
-                     "reads format %u", name, h.format, SEG_FORMAT);
+                     "reads formats %u to %u", name, h.format,
+                     SEG_FORMAT_MIN, SEG_FORMAT);
             return TC_EFORMAT;
         }
         if (!ok || h.id != ids[i]) {

@@ -99,7 +99,7 @@ void seg_rec_encode(unsigned char *out, const seg_rec *r, const void *key,
     out[16] = r->type;
     out[17] = r->codec;
     out[18] = r->klen;
-    out[19] = 0;
+    out[19] = r->meta;
     put32(out + 20, r->flags);
     put32(out + 24, r->exptime);
     put32(out + 28, r->stored_len);
@@ -129,6 +129,7 @@ size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
     r->type = p[16];
     r->codec = p[17];
     r->klen = p[18];
+    r->meta = p[19];
     r->flags = get32(p + 20);
     r->exptime = get32(p + 24);
     r->stored_len = get32(p + 28);
@@ -136,7 +137,7 @@ size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
     r->dict = get32(p + 36);
     r->cas = get64(p + 40);
     if (r->type < SEG_SET || r->type > SEG_FLUSH || r->codec > SEG_ZSTD ||
-        p[19] != 0)
+        (r->meta & ~SEG_M_ALL) != 0)
         return 0;
     if ((r->type == SEG_FLUSH) != (r->klen == 0))
         return 0;

@@ -11,7 +11,7 @@
  * A segment starts with a 64-byte header (all integers little-endian):
  *
  *    0  8  magic "TCSEG\0\0\1"
- *    8  4  format version (SEG_FORMAT, 1)
+ *    8  4  format version (SEG_FORMAT, 2; format 1 is read too)
  *   12  4  header size (64)
  *   16  8  segment id
  *   24  8  segment size in bytes
@@ -27,7 +27,7 @@
  *   16  1  type: SEG_SET, SEG_DELETE, SEG_TOUCH, SEG_FLUSH
  *   17  1  codec of the value: 0 raw, 1 zstd
  *   18  1  key length (1..250; 0 for SEG_FLUSH)
- *   19  1  reserved, zero
+ *   19  1  item state: SEG_M_STALE, SEG_M_WON (format 2; zero in 1)
  *   20  4  client flags
  *   24  4  expiry time, absolute unix seconds, 0 = never
  *   28  4  stored length: value bytes in the record (compressed or not)
@@ -37,7 +37,7 @@
  *   48  .. key, then the stored value, then zero padding to 8 bytes
  *
  * A SEG_DELETE names a key and carries no value. A SEG_TOUCH names a key
- * and carries its new expiry time. A SEG_FLUSH carries no key: every
+ * and carries its new expiry time and item state. A SEG_FLUSH carries no key: every
  * record of a lower LSN is flushed; its expiry field is the time the
  * flush took effect.
  *
@@ -53,7 +53,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SEG_FORMAT 1
+#define SEG_FORMAT 2
+/* The oldest format this build reads: format 1 differs only in having no
+ * item state (byte 19 is zero there). */
+#define SEG_FORMAT_MIN 1
 #define SEG_HDR_SIZE 64
 #define SEG_REC_HDR 48
 #define SEG_REC_MAGIC 0x31524354u
@@ -61,6 +64,12 @@
 
 enum { SEG_SET = 1, SEG_DELETE = 2, SEG_TOUCH = 3, SEG_FLUSH = 4 };
 enum { SEG_RAW = 0, SEG_ZSTD = 1 };
+/* Item state bits (memcached's meta commands: a stale item, a recache
+ * win already handed out); the same values as ITEM_M_STALE and
+ * ITEM_M_WON. */
+#define SEG_M_STALE 0x01u
+#define SEG_M_WON 0x02u
+#define SEG_M_ALL (SEG_M_STALE | SEG_M_WON)
 
 typedef struct seg_header {
     uint32_t format;
@@ -75,6 +84,7 @@ typedef struct seg_rec {
     uint8_t type;
     uint8_t codec;
     uint8_t klen;
+    uint8_t meta;  /* SEG_M_* */
     uint32_t flags;
     uint32_t exptime;
     uint32_t stored_len;

@@ -246,6 +246,51 @@ typedef enum tc_store_mode {
 } tc_store_mode;
 
 /*
+ * Meta operations: memcached 1.6's meta commands (mg, ms, md, ma) as
+ * calls, with the caching patterns they carry. A stampede: many clients
+ * miss on one key at once and all recompute it. With these options one
+ * caller "wins" the right to recompute (TC_META_WIN) and the others learn
+ * that someone else has (TC_META_WON_BEFORE), while they serve the old
+ * value if it is stale rather than missing:
+ *   - TC_MO_VIVIFY on a get: a missing key is created empty (expiring
+ *     after vivify_ttl) and the caller wins;
+ *   - TC_MO_RECACHE on a get: the caller wins if the item expires within
+ *     recache_ttl (refresh ahead of expiry);
+ *   - TC_MO_INVALIDATE on a delete: the item is marked stale and kept;
+ *     the next get wins and every get reports TC_META_STALE until a new
+ *     value is stored.
+ * One win is handed out per item until it is stored again (or marked
+ * stale again). The state is kept on disk with the item.
+ */
+typedef struct tc_meta_opts {
+    unsigned set;         /* TC_MO_*: which options apply */
+    int64_t ttl;          /* TC_MO_TTL: a new expiry time */
+    int64_t vivify_ttl;   /* TC_MO_VIVIFY: a created item's expiry time */
+    int64_t recache_ttl;  /* TC_MO_RECACHE */
+    uint64_t cas;         /* TC_MO_CAS: act only if the item's CAS is this */
+    uint64_t initial;     /* TC_MO_VIVIFY on an arith: the number created */
+} tc_meta_opts;
+
+/* Options (tc_meta_opts.set). */
+#define TC_MO_TTL 0x01u        /* get: touch; arith: on success; delete:
+                                * with TC_MO_INVALIDATE only */
+#define TC_MO_VIVIFY 0x02u     /* get, arith: create a missing key */
+#define TC_MO_RECACHE 0x04u    /* get */
+#define TC_MO_CAS 0x08u        /* store (SET and REPLACE become CAS,
+                                * APPEND/PREPEND check it), delete, arith */
+#define TC_MO_INVALIDATE 0x10u /* delete: mark stale; store in CAS mode: a
+                                * CAS lower than the item's stores the
+                                * value, marked stale */
+#define TC_MO_NO_BUMP 0x20u    /* get: leave the item's fetched flag, last
+                                * access time and eviction rank as they are */
+
+/* What a meta get reports (tc_result.meta), as of before the call. */
+#define TC_META_WIN 0x01u        /* this caller won the recache */
+#define TC_META_STALE 0x02u      /* the item is stale */
+#define TC_META_WON_BEFORE 0x04u /* another caller won it already */
+#define TC_META_FETCHED 0x08u    /* the item had been read */
+
+/*
  * A hint that key is about to be used: starts loading the memory its
  * lookup reads first, so that a caller with a batch of requests can
  * overlap their cache misses (hint them all, then run them). Never blocks,
@@ -346,9 +391,12 @@ typedef struct tc_ctx tc_ctx;
 
 typedef struct tc_result {
     tc_status status;
-    const tc_view *view; /* get/gat hits, else NULL */
-    uint64_t cas;        /* storage: the new item's CAS */
-    uint64_t number;     /* incr/decr: the new value */
+    const tc_view *view; /* get/gat/mget hits, else NULL */
+    uint64_t cas;        /* storage, marith: the new item's CAS */
+    uint64_t number;     /* incr/decr/marith: the new value */
+    int64_t exptime;     /* marith: the item's expiry (absolute, 0 never) */
+    unsigned meta;       /* mget: TC_META_* */
+    uint32_t last_access; /* mget: seconds since the item was last read */
 } tc_result;
 
 typedef void (*tc_done_fn)(void *arg, const tc_result *res);
@@ -380,6 +428,47 @@ TC_API tc_status tc_ctx_arith(tc_ctx *ctx, const void *key, size_t klen,
                               void *arg);
 TC_API tc_status tc_ctx_touch(tc_ctx *ctx, const void *key, size_t klen,
                               int64_t exptime, tc_done_fn fn, void *arg);
+
+/*
+ * Meta operations (above), asynchronous. o may be NULL (no options).
+ * mget: a hit's view, res->meta and res->last_access; TC_ENOTFOUND.
+ * mstore: as tc_ctx_store; TC_EEXISTS when o's CAS does not match.
+ * mdelete: TC_OK, TC_ENOTFOUND, TC_EEXISTS.
+ * marith: res->number, cas and exptime; TC_ENOTFOUND, TC_EEXISTS,
+ * TC_ENONNUMERIC.
+ */
+TC_API tc_status tc_ctx_mget(tc_ctx *ctx, const void *key, size_t klen,
+                             const tc_meta_opts *o, tc_done_fn fn, void *arg);
+TC_API tc_status tc_ctx_mstore(tc_ctx *ctx, tc_store_mode mode,
+                               const void *key, size_t klen,
+                               const void *value, size_t vlen, uint32_t flags,
+                               int64_t exptime, const tc_meta_opts *o,
+                               tc_done_fn fn, void *arg);
+TC_API tc_status tc_ctx_mdelete(tc_ctx *ctx, const void *key, size_t klen,
+                                const tc_meta_opts *o, tc_done_fn fn,
+                                void *arg);
+TC_API tc_status tc_ctx_marith(tc_ctx *ctx, const void *key, size_t klen,
+                               int decr, uint64_t delta,
+                               const tc_meta_opts *o, tc_done_fn fn,
+                               void *arg);
+
+/*
+ * The same, synchronous. res (may be NULL) gets what the callback would;
+ * its view is left NULL: tc_mget hands out the item in *out instead (a
+ * reference, as tc_get; out may be NULL).
+ */
+TC_API tc_status tc_mget(tc_engine *e, const void *key, size_t klen,
+                         const tc_meta_opts *o, tc_item **out,
+                         tc_result *res);
+TC_API tc_status tc_mstore(tc_engine *e, tc_store_mode mode, const void *key,
+                           size_t klen, const void *value, size_t vlen,
+                           uint32_t flags, int64_t exptime,
+                           const tc_meta_opts *o, tc_result *res);
+TC_API tc_status tc_mdelete(tc_engine *e, const void *key, size_t klen,
+                            const tc_meta_opts *o, tc_result *res);
+TC_API tc_status tc_marith(tc_engine *e, const void *key, size_t klen,
+                           int decr, uint64_t delta, const tc_meta_opts *o,
+                           tc_result *res);
 
 #ifdef __cplusplus
 }

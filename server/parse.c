@@ -9,6 +9,7 @@
  */
 #include "parse.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #define MC_MAX_TOKENS 8
@@ -306,12 +307,277 @@ static mc_status mc_flush_all(const mc_line *l, mc_request *req,
     return i == l->n ? MC_OK : (*err = MC_E_FORMAT, MC_ERROR);
 }
 
+/* ---- meta commands ---- */
+
+/* memcached counts the command, its arguments, its flags and a last empty
+ * token; more than this many is an error. */
+#define MC_META_TOKENS_MAX 20
+#define MC_META_OPAQUE_MAX 32
+
+static const char mc_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t mc_base64_encode(const void *in, size_t n, char *out)
+{
+    const unsigned char *p = in;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        out[o++] = mc_b64[v >> 18];
+        out[o++] = mc_b64[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? mc_b64[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? mc_b64[v & 63] : '=';
+    }
+    return o;
+}
+
+static int mc_b64_val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Decodes padded base64; 0 when it is not (or decodes to nothing). */
+static size_t mc_base64_decode(const char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    if (n == 0 || n % 4 != 0)
+        return 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4];
+        size_t pad = 0;
+        for (int k = 0; k < 4; k++) {
+            char c = in[i + (size_t)k];
+            if (c == '=' && i + 4 == n && k >= 2) {
+                v[k] = 0;
+                pad++;
+                continue;
+            }
+            if (pad > 0 || (v[k] = mc_b64_val(c)) < 0)
+                return 0;
+        }
+        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
+                     (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        out[o++] = (char)(w >> 16);
+        if (pad < 2)
+            out[o++] = (char)(w >> 8);
+        if (pad < 1)
+            out[o++] = (char)w;
+    }
+    return o;
+}
+
+/*
+ * The flag tokens t[0..n) of a meta command, as memcached's preparse
+ * takes them: every known flag once, numeric tokens checked. On error
+ * *err is memcached's text for it (md and ma then say one text for all).
+ */
+static bool mc_meta_flags(const mc_tok *t, size_t n, mc_request *req,
+                          mc_error *err)
+{
+    mc_meta *m = &req->meta;
+    bool bad = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i].p[0];
+        mc_tok arg = {t[i].p + 1, t[i].n - 1};
+        uint64_t bit;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+            bit = MC_MF(c);
+        else if ((unsigned char)c >= 127)
+            return *err = MC_E_META_DUP, false;
+        else
+            return *err = MC_E_META_INVALID, false;
+        if (m->seen & bit)
+            return *err = MC_E_META_DUP, false;
+        m->seen |= bit;
+        switch (c) {
+        case 'b': {
+            size_t kn = mc_base64_decode(req->key, req->klen, m->kbuf);
+            if (kn == 0) {
+                *err = MC_E_META_DECODE;
+                bad = true;
+            }
+            req->key = m->kbuf;
+            req->klen = kn;
+            break;
+        }
+        case 'N':
+            if (!mc_i32(&arg, &m->vivify))
+                *err = MC_E_META_TOKEN, bad = true;
+            break;
+        case 'T':
+            if (!mc_i32(&arg, &m->ttl))
+                *err = MC_E_META_TOKEN, bad = true;
+            break;
+        case 'R':
+            if (!mc_i32(&arg, &m->recache))
+                *err = MC_E_META_TOKEN, bad = true;
+            break;
+        case 'C':
+            if (!mc_u64(&arg, &m->cas))
+                *err = MC_E_META_TOKEN, bad = true;
+            break;
+        case 'F':
+            if (!mc_u32(&arg, &m->client_flags))
+                *err = MC_E_FORMAT, bad = true;
+            break;
+        case 'M':
+            if (t[i].n != 2)
+                *err = MC_E_META_MODE_LEN, bad = true;
+            else
+                m->mode = t[i].p[1];
+            break;
+        case 'J':
+            if (!mc_u64(&arg, &m->initial))
+                *err = MC_E_META_INITIAL, bad = true;
+            break;
+        case 'D':
+            if (!mc_u64(&arg, &m->delta))
+                *err = MC_E_META_DELTA, bad = true;
+            break;
+        case 'O':
+            m->opaque = t[i].p;
+            m->olen = t[i].n;
+            break;
+        case 'l': case 'P': case 'L': case 'k': case 's': case 't':
+        case 'c': case 'f': case 'v': case 'h': case 'u': case 'q':
+        case 'I':
+            break;
+        default:
+            return *err = MC_E_META_INVALID, false;
+        }
+    }
+    return !bad;
+}
+
+/* mg, ms, md, ma, me: <cmd> <key> [<datalen>] <flag>* */
+static mc_status mc_meta_cmd(const char *buf, size_t len, const mc_line *l0,
+                         size_t item_max, mc_request *req, size_t *used,
+                         mc_error *err, size_t *swallow)
+{
+    mc_tok t[MC_META_TOKENS_MAX + 2];
+    mc_meta *m = &req->meta;
+    size_t n = mc_tokenize(buf, l0->end, t, MC_META_TOKENS_MAX + 1);
+    bool is_ms = req->cmd == MC_MS;
+    size_t first = is_ms ? 3 : 2;
+    int64_t vlen = 0;
+
+    *used = l0->len;
+    memset(m, 0, offsetof(mc_meta, kbuf));
+    m->delta = 1;
+    if (req->cmd == MC_ME) {
+        /* me <key> [b]: the one flag it reads is b. */
+        if (n < 2 || n > MC_META_TOKENS_MAX || t[1].n > MC_KEY_MAX)
+            return *err = MC_E_FORMAT, MC_ERROR;
+        req->key = t[1].p;
+        req->klen = t[1].n;
+        if (n > 2 && TOK_IS(&t[2], "b")) {
+            req->klen = mc_base64_decode(t[1].p, t[1].n, m->kbuf);
+            req->key = m->kbuf;
+            m->seen |= MC_MF('b');
+            if (req->klen == 0)
+                return *err = MC_E_FORMAT, MC_ERROR;
+        } else if (!mc_key_ok(req->key, req->klen)) {
+            return *err = MC_E_FORMAT, MC_ERROR;
+        }
+        return MC_OK;
+    }
+    if (n < 2)
+        return *err = MC_E_UNKNOWN, MC_ERROR;
+    if (t[1].n > MC_KEY_MAX || (is_ms && n == 2))
+        return *err = MC_E_FORMAT, MC_ERROR;
+    if (n + 1 > MC_META_TOKENS_MAX)
+        return *err = req->cmd == MC_MG ? MC_E_META_TOO_MANY_MG
+                                        : MC_E_META_TOO_MANY,
+               MC_ERROR;
+    if (is_ms && (!mc_i32(&t[2], &vlen) || vlen < 0))
+        return *err = MC_E_FORMAT, MC_ERROR;
+    req->key = t[1].p;
+    req->klen = t[1].n;
+    m->flags = n > first ? t[first].p : l0->end;
+    m->flags_len = (size_t)(l0->end - m->flags);
+    bool ok = mc_meta_flags(t + first, n - first, req, err);
+    if (ok && m->olen > MC_META_OPAQUE_MAX)
+        *err = MC_E_META_OPAQUE, ok = false;
+    if (ok && !(m->seen & MC_MF('b')) && !mc_key_ok(req->key, req->klen))
+        *err = MC_E_FORMAT, ok = false;
+    if (ok && req->cmd == MC_MA && m->mode != 0 &&
+        strchr("I+D-", m->mode) == NULL)
+        *err = MC_E_META_MA_MODE, ok = false;
+    if (ok && is_ms && m->mode != 0 && strchr("EAPRS", m->mode) == NULL)
+        *err = MC_E_META_MS_MODE, ok = false;
+    if (!ok && (req->cmd == MC_MD || req->cmd == MC_MA) &&
+        *err != MC_E_META_OPAQUE && *err != MC_E_META_MA_MODE &&
+        *err != MC_E_FORMAT)
+        *err = MC_E_META_INVALID_OR_DUP;
+    req->noreply = false; /* q is not noreply: errors always get a reply */
+    if (!is_ms)
+        return ok ? MC_OK : MC_ERROR;
+    /* ms: the data block follows, even after an error (it is swallowed). */
+    if (!ok || (uint64_t)vlen > item_max) {
+        if (ok)
+            *err = MC_E_TOO_LARGE;
+        *swallow = (size_t)vlen + 2;
+        return MC_ERROR;
+    }
+    req->vlen = (uint32_t)vlen;
+    size_t need = l0->len + (size_t)vlen + 2;
+    if (len < need)
+        return *used = need, MC_NEED_MORE;
+    req->data = buf + l0->len;
+    *used = need;
+    if (req->data[vlen] != '\r' || req->data[vlen + 1] != '\n')
+        return *err = MC_E_CHUNK, MC_ERROR;
+    return MC_OK;
+}
+
 static mc_status mc_line_cmd(const mc_line *l, const char *buf, size_t len,
                              size_t item_max, mc_request *req, size_t *used,
                              mc_error *err, size_t *swallow)
 {
     const mc_tok *c = &l->t[0];
     switch (c->n) {
+    case 2:
+        if (c->p[0] == 'm') {
+            switch (c->p[1]) {
+            case 'g':
+                req->cmd = MC_MG;
+                break;
+            case 's':
+                req->cmd = MC_MS;
+                break;
+            case 'd':
+                req->cmd = MC_MD;
+                break;
+            case 'a':
+                req->cmd = MC_MA;
+                break;
+            case 'e':
+                req->cmd = MC_ME;
+                break;
+            case 'n':
+                /* As memcached, arguments are ignored. */
+                *used = l->len;
+                return req->cmd = MC_MN, MC_OK;
+            default:
+                goto unknown;
+            }
+            return mc_meta_cmd(buf, len, l, item_max, req, used, err, swallow);
+        }
+        break;
     case 3:
         if (TOK_IS(c, "get"))
             return req->cmd = MC_GET, mc_retrieval(l, buf, req, used, err);
@@ -396,6 +662,7 @@ static mc_status mc_line_cmd(const mc_line *l, const char *buf, size_t len,
     default:
         break;
     }
+unknown:
     *used = l->len;
     *err = MC_E_UNKNOWN;
     return MC_ERROR;
@@ -416,7 +683,7 @@ mc_status mc_parse_from(const char *buf, size_t len, size_t scanned,
 
     *used = 0;
     *swallow = 0;
-    memset(req, 0, sizeof(*req));
+    memset(req, 0, offsetof(mc_request, meta));
     if (scanned > len)
         scanned = len;
     const char *nl = memchr(buf + scanned, '\n', len - scanned);
@@ -439,7 +706,9 @@ mc_status mc_parse_from(const char *buf, size_t len, size_t scanned,
         return MC_ERROR;
     }
     if (l.n > MC_MAX_TOKENS) {
-        if (!mc_is_keylist_cmd(buf, l.len)) {
+        /* Meta commands tokenize their lines again (mc_meta_cmd). */
+        bool meta = l.t[0].n == 2 && l.t[0].p[0] == 'm';
+        if (!meta && !mc_is_keylist_cmd(buf, l.len)) {
             *used = l.len;
             *err = MC_E_UNKNOWN;
             return MC_ERROR;

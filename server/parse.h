@@ -21,7 +21,13 @@
  *   MC_CLOSE     the line is too long: close the connection.
  *
  * Lines end with \n, optionally preceded by \r. Tokens are separated by
- * one or more spaces. A line with no \n in its first MC_LINE_MAX bytes
+ * one or more spaces.
+ *
+ * Meta commands (mg ms md ma mn me) are parsed as memcached 1.6.18 does:
+ * every flag letter it knows is accepted by each of them (and ignored
+ * where it means nothing), each at most once; a base64 key ("b") is
+ * decoded into the request. Their errors are the texts memcached sends,
+ * which differ between commands (MC_E_META_*). A line with no \n in its first MC_LINE_MAX bytes
  * closes the connection, except for get, gets, gat and gats, whose key
  * lists may run to MC_KEYLIST_MAX bytes.
  */
@@ -56,7 +62,37 @@ typedef enum mc_cmd {
     MC_VERSION,
     MC_VERBOSITY,
     MC_QUIT,
+    MC_MG,
+    MC_MS,
+    MC_MD,
+    MC_MA,
+    MC_MN,
+    MC_ME,
 } mc_cmd;
+
+/* A meta flag's bit in mc_meta.seen: 'A'..'Z' and 'a'..'z'. */
+#define MC_MF(c) \
+    ((c) >= 'a' ? (uint64_t)1 << ((c) - 'a' + 26) : (uint64_t)1 << ((c) - 'A'))
+
+/* What a meta command's flags say. Replies echo some flags (k, O, c, f,
+ * ...) in the order given: the reply walks the tokens again (mc_next_key
+ * over flags .. flags + flags_len). */
+typedef struct mc_meta {
+    uint64_t seen;       /* MC_MF() of each flag given */
+    const char *flags;   /* the flag tokens as sent */
+    size_t flags_len;
+    int64_t ttl;         /* T */
+    int64_t vivify;      /* N */
+    int64_t recache;     /* R */
+    uint64_t cas;        /* C */
+    uint64_t delta;      /* D; 1 when not given */
+    uint64_t initial;    /* J */
+    uint32_t client_flags; /* F */
+    char mode;           /* M; 0 when not given */
+    const char *opaque;  /* O, with its letter (what replies echo) */
+    size_t olen;
+    char kbuf[MC_KEY_MAX]; /* the key, base64-decoded (b) */
+} mc_meta;
 
 typedef struct mc_request {
     mc_cmd cmd;
@@ -74,6 +110,10 @@ typedef struct mc_request {
     const char *data; /* storage: the value */
     const char *arg;  /* stats: the rest of the line (may be empty) */
     size_t arg_len;
+    /* Meta commands; mc_parse() sets it only for them. key points at
+     * meta.kbuf for a base64 key. Keep it last: the rest of the request
+     * is cleared for every request, not this. */
+    mc_meta meta;
 } mc_request;
 
 typedef enum mc_status {
@@ -91,7 +131,20 @@ typedef enum mc_status {
     X(EXPTIME, "CLIENT_ERROR invalid exptime argument")                    \
     X(DELTA, "CLIENT_ERROR invalid numeric delta argument")                \
     X(DELETE_USAGE,                                                        \
-      "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]")
+      "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]") \
+    X(META_TOO_MANY_MG, "CLIENT_ERROR options flags are too long")         \
+    X(META_TOO_MANY, "CLIENT_ERROR options flags too long")                \
+    X(META_DUP, "CLIENT_ERROR duplicate flag")                             \
+    X(META_INVALID, "CLIENT_ERROR invalid flag")                           \
+    X(META_INVALID_OR_DUP, "CLIENT_ERROR invalid or duplicate flag")       \
+    X(META_TOKEN, "CLIENT_ERROR bad token in command line format")         \
+    X(META_DECODE, "CLIENT_ERROR error decoding key")                      \
+    X(META_OPAQUE, "CLIENT_ERROR opaque token too long")                   \
+    X(META_MODE_LEN, "CLIENT_ERROR incorrect length for M token")          \
+    X(META_MS_MODE, "CLIENT_ERROR invalid mode for ms M token")            \
+    X(META_MA_MODE, "CLIENT_ERROR invalid mode for ma M token")            \
+    X(META_INITIAL, "CLIENT_ERROR invalid numeric initial value")          \
+    X(META_DELTA, "CLIENT_ERROR invalid numeric delta value")
 
 typedef enum mc_error {
 #define MC_ERROR_ENUM_(name, text) MC_E_##name,
@@ -121,5 +174,9 @@ mc_status mc_parse_from(const char *buf, size_t len, size_t scanned,
  */
 bool mc_next_key(const mc_request *req, size_t *pos, const char **key,
                  size_t *klen);
+
+/* Base64 (RFC 4648, with padding) of n bytes at in, written at out (room
+ * for 4 * ((n + 2) / 3) bytes); returns its length. */
+size_t mc_base64_encode(const void *in, size_t n, char *out);
 
 #endif /* TC_PARSE_H */

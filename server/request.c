@@ -11,13 +11,27 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define REQ_REF_MIN ((size_t)8 * 1024)
 #define REQ_VERSION "1.6.18-tiercache-" TC_VERSION_STRING
 
 /* OP_CONCAT is append/prepend: growing past the size limit is NOT_STORED
  * there, as in memcached. */
-enum { OP_GET, OP_GETS, OP_STORE, OP_CONCAT, OP_DELETE, OP_ARITH, OP_TOUCH };
+enum {
+    OP_GET,
+    OP_GETS,
+    OP_STORE,
+    OP_CONCAT,
+    OP_DELETE,
+    OP_ARITH,
+    OP_TOUCH,
+    OP_MG,
+    OP_MS,
+    OP_MD,
+    OP_MA,
+    OP_ME,
+};
 
 /* ---- operation records ---- */
 
@@ -244,6 +258,372 @@ static void on_simple(void *arg, const tc_result *r)
     op_done(op, mark);
 }
 
+/* ---- meta commands ---- */
+
+/*
+ * A meta reply: the status (or a VA line), then the flags the request
+ * asked to see, in its order, then the win/stale flags. The bytes that
+ * may be needed are copied into the operation when the request is taken
+ * (meta_prepare), so the reply can be composed once the engine answers.
+ */
+
+/* The head room of a meta reply line: the longest echoed key in base64
+ * and every other flag. */
+#define META_LINE_MAX 1024
+
+static void meta_prepare(srv_op *op, const mc_request *req)
+{
+    const mc_meta *m = &req->meta;
+    size_t pos = 0;
+    const char *tok;
+    size_t tn;
+    mc_request walk = {.keys = m->flags, .keys_len = m->flags_len};
+
+    op->quiet = (m->seen & MC_MF('q')) != 0;
+    op->value = (m->seen & MC_MF('v')) != 0;
+    op->b64 = (m->seen & MC_MF('b')) != 0;
+    op->nret = 0;
+    while (mc_next_key(&walk, &pos, &tok, &tn) && op->nret < SRV_META_RET) {
+        if (strchr("kOcfhlst", tok[0]) != NULL)
+            op->ret[op->nret++] = tok[0];
+    }
+    op->olen = (uint8_t)m->olen;
+    if (m->olen > 0)
+        memcpy(op->opaque, m->opaque, m->olen);
+    op->klen = (uint8_t)req->klen;
+    memcpy(op->key, req->key, req->klen);
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+    if (v < 0) {
+        *p++ = '-';
+        return put_u64(p, (uint64_t)0 - (uint64_t)v);
+    }
+    return put_u64(p, (uint64_t)v);
+}
+
+static char *meta_key(char *p, const srv_op *op, const void *key,
+                      size_t klen)
+{
+    p = PUT_LIT(p, " k");
+    if (!op->b64) {
+        memcpy(p, key, klen);
+        return p + klen;
+    }
+    p += mc_base64_encode(key, klen, p);
+    return PUT_LIT(p, " b");
+}
+
+static char *meta_ttl(char *p, int64_t exptime)
+{
+    p = PUT_LIT(p, " t");
+    if (exptime == 0)
+        return PUT_LIT(p, "-1");
+    int64_t left = exptime - (int64_t)time(NULL);
+    return put_i64(p, left > 0 ? left : 0);
+}
+
+/*
+ * The echoed flags. Only O and k when there is no item (v NULL, and no
+ * CAS to say); c, f, s, t, h, l from the item and the result otherwise.
+ */
+static char *meta_echo(char *p, const srv_op *op, const tc_result *r,
+                       const tc_view *v, bool item)
+{
+    for (unsigned i = 0; i < op->nret; i++) {
+        switch (op->ret[i]) {
+        case 'O':
+            *p++ = ' ';
+            memcpy(p, op->opaque, op->olen);
+            p += op->olen;
+            break;
+        case 'k':
+            p = meta_key(p, op, op->key, op->klen);
+            break;
+        case 'c':
+            if (!item)
+                break;
+            p = PUT_LIT(p, " c");
+            p = put_u64(p, v != NULL ? v->cas : r->cas);
+            break;
+        case 'f':
+            if (v != NULL) {
+                p = PUT_LIT(p, " f");
+                p = put_u64(p, v->flags);
+            }
+            break;
+        case 's':
+            if (v != NULL) {
+                p = PUT_LIT(p, " s");
+                p = put_u64(p, v->value_len);
+            }
+            break;
+        case 't':
+            if (v != NULL)
+                p = meta_ttl(p, v->exptime);
+            else if (item && op->kind == OP_MA)
+                p = meta_ttl(p, r->exptime);
+            break;
+        case 'h':
+            if (v != NULL) {
+                p = PUT_LIT(p, " h");
+                *p++ = (r->meta & TC_META_FETCHED) ? '1' : '0';
+            }
+            break;
+        case 'l':
+            if (v != NULL) {
+                p = PUT_LIT(p, " l");
+                p = put_u64(p, r->last_access);
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    return p;
+}
+
+/* A status line with the O and k flags: "EN", "NF", "NS", "EX", "HD". */
+static void meta_status(out_queue *q, const srv_op *op, const char *code,
+                        const tc_result *r, bool cas)
+{
+    char *p = out_reserve(q, META_LINE_MAX);
+    if (p == NULL)
+        return;
+    memcpy(p, code, 2);
+    p = meta_echo(p + 2, op, r, NULL, cas);
+    p = PUT_LIT(p, "\r\n");
+    q->len = (size_t)(p - q->buf);
+}
+
+static void meta_error(out_queue *q, const char *text)
+{
+    out_put(q, text, strlen(text));
+}
+
+static void on_mg(void *arg, const tc_result *r)
+{
+    srv_op *op = arg;
+    if (!op_live(op))
+        return;
+    out_queue *q = &op->c->out;
+    size_t mark = out_mark(q);
+    if (r->status == TC_OK) {
+        const tc_view *v = r->view;
+        size_t vlen = op->value ? v->value_len + 2 : 0;
+        char *p = out_reserve(q, META_LINE_MAX + vlen);
+        if (p != NULL) {
+            if (op->value) {
+                p = PUT_LIT(p, "VA ");
+                p = put_u64(p, v->value_len);
+            } else {
+                p = PUT_LIT(p, "HD");
+            }
+            p = meta_echo(p, op, r, v, true);
+            /* As memcached: Z before X before W. */
+            if (r->meta & TC_META_WON_BEFORE)
+                p = PUT_LIT(p, " Z");
+            if (r->meta & TC_META_STALE)
+                p = PUT_LIT(p, " X");
+            if (r->meta & TC_META_WIN)
+                p = PUT_LIT(p, " W");
+            p = PUT_LIT(p, "\r\n");
+            if (op->value) {
+                memcpy(p, v->value, v->value_len);
+                p += v->value_len;
+                p = PUT_LIT(p, "\r\n");
+            }
+            q->len = (size_t)(p - q->buf);
+        }
+    } else if (r->status == TC_ENOTFOUND) {
+        if (!op->quiet)
+            meta_status(q, op, "EN", r, false);
+    } else {
+        meta_error(q, simple_text(OP_GET, r->status));
+    }
+    op_done(op, mark);
+}
+
+static void on_me(void *arg, const tc_result *r)
+{
+    srv_op *op = arg;
+    if (!op_live(op))
+        return;
+    out_queue *q = &op->c->out;
+    size_t mark = out_mark(q);
+    if (r->status == TC_OK) {
+        const tc_view *v = r->view;
+        char *p = out_reserve(q, META_LINE_MAX);
+        if (p != NULL) {
+            /* memcached 1.6.18's fields: exp is now - expiry, la the
+             * seconds since the last access; size is the item's bytes in
+             * memory here (no slab class: "cls" is left out). */
+            p = PUT_LIT(p, "ME ");
+            memcpy(p, v->key, v->key_len);
+            p += v->key_len;
+            p = PUT_LIT(p, " exp=");
+            p = put_i64(p, v->exptime == 0
+                               ? -1
+                               : (int64_t)time(NULL) - v->exptime);
+            p = PUT_LIT(p, " la=");
+            p = put_u64(p, r->last_access);
+            p = PUT_LIT(p, " cas=");
+            p = put_u64(p, v->cas);
+            p = (r->meta & TC_META_FETCHED) ? PUT_LIT(p, " fetch=yes")
+                                            : PUT_LIT(p, " fetch=no");
+            p = PUT_LIT(p, " size=");
+            p = put_u64(p, r->number);
+            p = PUT_LIT(p, "\r\n");
+            q->len = (size_t)(p - q->buf);
+        }
+    } else if (r->status == TC_ENOTFOUND) {
+        out_put(q, "EN\r\n", 4);
+    } else {
+        meta_error(q, simple_text(OP_GET, r->status));
+    }
+    op_done(op, mark);
+}
+
+/* ms, md, ma. */
+static void on_mchange(void *arg, const tc_result *r)
+{
+    srv_op *op = arg;
+    if (!op_live(op))
+        return;
+    out_queue *q = &op->c->out;
+    size_t mark = out_mark(q);
+    switch (r->status) {
+    case TC_OK:
+        if (op->kind == OP_MA && op->value) {
+            if (op->quiet)
+                break;
+            char *p = out_reserve(q, META_LINE_MAX);
+            if (p == NULL)
+                break;
+            char num[24];
+            size_t n = (size_t)(put_u64(num, r->number) - num);
+            p = PUT_LIT(p, "VA ");
+            p = put_u64(p, n);
+            p = meta_echo(p, op, r, NULL, true);
+            p = PUT_LIT(p, "\r\n");
+            memcpy(p, num, n);
+            p = PUT_LIT(p + n, "\r\n");
+            q->len = (size_t)(p - q->buf);
+        } else if (!op->quiet) {
+            meta_status(q, op, "HD", r, op->kind != OP_MD);
+        }
+        break;
+    case TC_ENOTFOUND:
+        meta_status(q, op, "NF", r, op->kind == OP_MS);
+        break;
+    case TC_ENOTSTORED:
+        meta_status(q, op, "NS", r, op->kind == OP_MS);
+        break;
+    case TC_EEXISTS:
+        meta_status(q, op, "EX", r, op->kind == OP_MS);
+        break;
+    case TC_E2BIG:
+        if (op->noreply) /* an append or prepend past the limit */
+            meta_status(q, op, "NS", r, true);
+        else
+            meta_error(q, store_text(r->status));
+        break;
+    default:
+        meta_error(q, op->kind == OP_MS ? store_text(r->status)
+                                        : simple_text(OP_ARITH, r->status));
+        break;
+    }
+    op_done(op, mark);
+}
+
+static tc_store_mode meta_store_mode(char mode)
+{
+    switch (mode) {
+    case 'E':
+        return TC_ADD;
+    case 'A':
+        return TC_APPEND;
+    case 'P':
+        return TC_PREPEND;
+    case 'R':
+        return TC_REPLACE;
+    default:
+        return TC_SET;
+    }
+}
+
+static void exec_meta(conn *c, const mc_request *req)
+{
+    static const uint8_t kinds[] = {
+        [MC_MG] = OP_MG, [MC_MS] = OP_MS, [MC_MD] = OP_MD,
+        [MC_MA] = OP_MA, [MC_ME] = OP_ME,
+    };
+    const mc_meta *m = &req->meta;
+    tc_ctx *ctx = c->w->ctx;
+    srv_op *op = op_take(c, kinds[req->cmd], false);
+    if (op == NULL) {
+        c->out.oom = true;
+        return;
+    }
+    meta_prepare(op, req);
+    tc_meta_opts o = {0};
+    if (m->seen & MC_MF('T')) {
+        o.set |= TC_MO_TTL;
+        o.ttl = m->ttl;
+    }
+    if (m->seen & MC_MF('N')) {
+        o.set |= TC_MO_VIVIFY;
+        o.vivify_ttl = m->vivify;
+        o.initial = m->initial;
+    }
+    if (m->seen & MC_MF('R')) {
+        o.set |= TC_MO_RECACHE;
+        o.recache_ttl = m->recache;
+    }
+    if (m->seen & MC_MF('C')) {
+        o.set |= TC_MO_CAS;
+        o.cas = m->cas;
+    }
+    if (m->seen & MC_MF('I'))
+        o.set |= TC_MO_INVALIDATE;
+    if ((m->seen & MC_MF('u')) || req->cmd == MC_ME)
+        o.set |= TC_MO_NO_BUMP;
+    tc_status st;
+    switch (req->cmd) {
+    case MC_MS: {
+        tc_store_mode mode = meta_store_mode(m->mode);
+        /* Growing past the size limit is NS for an append or prepend. */
+        op->noreply = mode == TC_APPEND || mode == TC_PREPEND;
+        /* memcached's ms: no T means no expiry; I is for CAS stores. */
+        if (!(o.set & TC_MO_CAS))
+            o.set &= ~TC_MO_INVALIDATE;
+        o.set &= ~TC_MO_TTL;
+        st = tc_ctx_mstore(ctx, mode, req->key, req->klen, req->data,
+                           req->vlen, m->client_flags,
+                           (m->seen & MC_MF('T')) ? m->ttl : 0, &o,
+                           on_mchange, op);
+        break;
+    }
+    case MC_MD:
+        st = tc_ctx_mdelete(ctx, req->key, req->klen, &o, on_mchange, op);
+        break;
+    case MC_MA:
+        st = tc_ctx_marith(ctx, req->key, req->klen,
+                           m->mode == 'D' || m->mode == '-', m->delta, &o,
+                           on_mchange, op);
+        break;
+    case MC_ME:
+        o.set = TC_MO_NO_BUMP;
+        st = tc_ctx_mget(ctx, req->key, req->klen, &o, on_me, op);
+        break;
+    default:
+        st = tc_ctx_mget(ctx, req->key, req->klen, &o, on_mg, op);
+        break;
+    }
+    op_after(op, st);
+}
+
 /* ---- requests ---- */
 
 static void reply_line(conn *c, const char *s)
@@ -255,7 +635,7 @@ static void exec_call(conn *c, const mc_request *req);
 
 void request_error(conn *c, const mc_request *req, mc_error err)
 {
-    if (err == MC_E_TOO_LARGE && req->cmd == MC_SET) {
+    if (err == MC_E_TOO_LARGE && (req->cmd == MC_SET || req->cmd == MC_MS)) {
         /* A set that cannot be stored must not leave the old value to be
          * read back as if it were the new one: memcached deletes it. */
         mc_request del = *req;
@@ -419,6 +799,16 @@ bool request_exec(conn *c, const mc_request *req)
         return true;
     case MC_QUIT:
         c->closing = true;
+        return true;
+    case MC_MG:
+    case MC_MS:
+    case MC_MD:
+    case MC_MA:
+    case MC_ME:
+        exec_meta(c, req);
+        return true;
+    case MC_MN:
+        reply_line(c, "MN\r\n");
         return true;
     }
     return true;

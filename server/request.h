@@ -13,6 +13,9 @@
 #include "conn.h"
 #include "parse.h"
 
+/* The most flags a meta reply echoes (a line holds at most 20 tokens). */
+#define SRV_META_RET 20
+
 typedef struct srv_op {
     struct srv_op *next; /* the worker's free list */
     conn *c;
@@ -20,6 +23,17 @@ typedef struct srv_op {
     uint8_t kind;
     bool in_call; /* the engine call has not returned yet */
     bool noreply;
+    /* A meta command's reply, which may be composed after the request's
+     * bytes are gone: the flags it echoes, in order, and their data. */
+    bool quiet;  /* q */
+    bool value;  /* v */
+    bool b64;    /* b */
+    uint8_t nret;
+    uint8_t olen;
+    uint8_t klen;
+    char ret[SRV_META_RET];
+    char opaque[32];
+    char key[250];
 } srv_op;
 
 /* Executes a request. False when a multi-get stopped half-way because its

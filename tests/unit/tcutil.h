@@ -9,10 +9,14 @@
 #ifndef TCUTIL_H
 #define TCUTIL_H
 
+#include <dirent.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tctest.h"
 #include "tiercache.h"
@@ -156,5 +160,39 @@ static inline size_t tcu_key(char *buf, const char *prefix, uint64_t n)
         TCT_EQ_ST(tcu_st_, TC_ENOTFOUND);                                  \
         TCT_CHECK(tcu_it_ == NULL);                                        \
     } while (0)
+
+/* Removes a directory tree (a test's data directory). */
+static inline void tcu_rm_rf(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                continue;
+            char p[1024];
+            int n = snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
+            struct stat sb;
+            if (n < 0 || (size_t)n >= sizeof(p))
+                continue;
+            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+                tcu_rm_rf(p);
+            else
+                unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+/* Makes dir (256 bytes) a new empty directory under /tmp named after
+ * prefix, removing the one it named before, if any. */
+static inline void tcu_fresh_dir(char *dir, const char *prefix)
+{
+    if (dir[0] != '\0')
+        tcu_rm_rf(dir);
+    snprintf(dir, 256, "/tmp/%s-XXXXXX", prefix); /* mkdtemp's template */
+    TCT_CHECK(mkdtemp(dir) != NULL);
+}
 
 #endif /* TCUTIL_H */

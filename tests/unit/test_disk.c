@@ -582,13 +582,13 @@ static void other_format_refused(void)
     tc_close(e);
     char path[512];
     TCT_EQ_INT(first_segment(path, sizeof(path)), 0);
-    /* Rewrite the header with format 2 (and a valid checksum). */
+    /* Rewrite the header with the next format (and a valid checksum). */
     int fd = open(path, O_RDWR);
     unsigned char hb[SEG_HDR_SIZE];
     TCT_CHECK(pread(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
     seg_header h;
     TCT_CHECK(seg_header_decode(hb, &h));
-    h.format = 2;
+    h.format = SEG_FORMAT + 1;
     seg_header_encode(&h, hb);
     TCT_CHECK(pwrite(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
     close(fd);

@@ -46,7 +46,7 @@ static void table_set(mem *m, const char *key, size_t klen, const char *v,
 {
     uint64_t h = mem_hash(m, key, klen);
     TCT_EQ_ST(mem_store(m, h, TC_SET, key, klen, v, vlen, 0, 0, 0, NOW,
-                        NULL, NULL),
+                        NULL, NULL, NULL),
               TC_OK);
 }
 
@@ -168,12 +168,12 @@ static void random_ops_keep_invariant(void)
             unsigned v = version[n] + 1;
             size_t vl = value_of(val, n, v);
             TCT_EQ_ST(mem_store(m, h, TC_SET, key, kl, val, vl, 0, 0, 0, NOW,
-                                NULL, NULL),
+                                NULL, NULL, NULL),
                       TC_OK);
             present += version[n] == 0;
             version[n] = v;
         } else {
-            tc_status st = mem_delete(m, h, key, kl, NOW, NULL);
+            tc_status st = mem_delete(m, h, key, kl, NOW, NULL, NULL);
             TCT_EQ_ST(st, version[n] != 0 ? TC_OK : TC_ENOTFOUND);
             present -= version[n] != 0;
             version[n] = 0;
@@ -246,9 +246,9 @@ static void delete_backward_shift(void)
     for (unsigned d = 0; d < n; d++) {
         unsigned k = order[d];
         size_t kl = tcu_key(key, "bs:", k);
-        TCT_EQ_ST(mem_delete(m, mem_hash(m, key, kl), key, kl, NOW, NULL), TC_OK);
+        TCT_EQ_ST(mem_delete(m, mem_hash(m, key, kl), key, kl, NOW, NULL, NULL), TC_OK);
         gone[k] = 1;
-        TCT_EQ_ST(mem_delete(m, mem_hash(m, key, kl), key, kl, NOW, NULL),
+        TCT_EQ_ST(mem_delete(m, mem_hash(m, key, kl), key, kl, NOW, NULL, NULL),
                   TC_ENOTFOUND);
         if (d % 7 == 0 || n - d < 50) {
             if (memcheck_tier(m) != 0) {
@@ -325,7 +325,7 @@ static void chain_wraps_around(void)
      * back across the wrap. */
     for (unsigned i = 0; i < K; i += 2) {
         size_t kl = strlen(keys[i]);
-        TCT_EQ_ST(mem_delete(m, mem_hash(m, keys[i], kl), keys[i], kl, NOW, NULL),
+        TCT_EQ_ST(mem_delete(m, mem_hash(m, keys[i], kl), keys[i], kl, NOW, NULL, NULL),
                   TC_OK);
         TCT_EQ_INT(memcheck_tier(m), 0);
     }
@@ -362,7 +362,7 @@ static void long_chain_forces_growth(void)
                             strlen(keys[i])));
     for (unsigned i = 0; i < K; i += 3) {
         size_t kl = strlen(keys[i]);
-        TCT_EQ_ST(mem_delete(m, mem_hash(m, keys[i], kl), keys[i], kl, NOW, NULL),
+        TCT_EQ_ST(mem_delete(m, mem_hash(m, keys[i], kl), keys[i], kl, NOW, NULL, NULL),
                   TC_OK);
     }
     TCT_EQ_INT(memcheck_tier(m), 0);
