@@ -519,6 +519,46 @@ def meta_key_too_long(t):
     c.call(b"mg %s v\r\n" % k250, b"VA 1\r\nv\r\n")
 
 
+@S.test()
+def meta_tokens_separated_by_several_spaces(t):
+    c, k = t.conn(), t.key()
+    ms(c, k, b"x")
+    cas = cas_of(c, k)
+    c.call(b"mg %s  v   c\r\n" % k, b"VA 1 c%d\r\nx\r\n" % cas)
+    c.call(b"mg %s v \r\n" % k, b"VA 1\r\nx\r\n", "a trailing space")
+    c.call(b"mg  %s v\r\n" % k, b"VA 1\r\nx\r\n", "two spaces before the key")
+    c.call(b"md %s  q\r\nmn\r\n" % t.key("miss"), b"NF\r\nMN\r\n")
+
+
+@S.test()
+def meta_line_ending_bare_newline(t):
+    c, k = t.conn(), t.key()
+    ms(c, k, b"x")
+    c.call(b"mg %s v\n" % k, b"VA 1\r\nx\r\n")
+    c.call(b"mn\n", b"MN\r\n")
+    # The data block itself must end with \r\n: "x\nm" is read as the
+    # 1 + 2 bytes, the rest of the line is an unknown command.
+    c.call(b"ms %s 1\nx\nmg %s v\n" % (k, k), BAD_CHUNK + b"ERROR\r\n")
+    mn_ok(c)
+    c.call(b"mg %s v\r\n" % k, b"VA 1\r\nx\r\n")
+
+
+@S.test()
+def noreply_is_not_a_meta_flag(t):
+    c, k = t.conn(), t.key()
+    c.call(b"ms %s 1 noreply\r\nx\r\n" % k, INVALID)
+    c.call(b"mg %s v noreply\r\n" % k, INVALID)
+    mn_ok(c)
+    c.call(b"mg %s\r\n" % k, b"EN\r\n")
+
+
+@S.test()
+def ms_datalen_with_leading_zeros(t):
+    c, k = t.conn(), t.key()
+    c.call(b"ms %s 02\r\nab\r\n" % k, b"HD\r\n")
+    c.call(b"mg %s v\r\n" % k, b"VA 2\r\nab\r\n")
+
+
 # ms
 
 
