@@ -238,7 +238,8 @@ void engine_meta(tc_engine *e, engine_op *op, const tc_meta_opts *o)
         return;
     uint32_t now = engine_now(e);
     op->mm.set = o->set & (TC_MO_TTL | TC_MO_VIVIFY | TC_MO_RECACHE |
-                           TC_MO_CAS | TC_MO_INVALIDATE | TC_MO_NO_BUMP);
+                           TC_MO_CAS | TC_MO_INVALIDATE | TC_MO_NO_BUMP |
+                           TC_MO_KEY64);
     op->mm.ttl = engine_exptime(o->ttl, now);
     op->mm.vivify = engine_exptime(o->vivify_ttl, now);
     op->mm.recache = engine_exptime(o->recache_ttl, now);

@@ -10,7 +10,7 @@
  *  20  atime    u32  last access, unix seconds (meta "l")
  *  24  bits     u8   S3-FIFO frequency and where the item is
  *  25  refs     u8   reference count
- *  26  meta     u8   ITEM_M_*: stale, win sent, fetched (meta "X W Z h")
+ *  26  meta     u8   ITEM_M_*: stale, win sent, base64 key, fetched
  *  27  key, value
  *
  * A value of 16 MiB - 1 or more has ITEM_LEN_BIG in its 24 bits and its
@@ -57,12 +57,13 @@
  * still holds. A tombstone has no value and is never returned. */
 #define ITEM_TOMB 0x40u
 
-/* meta: the state memcached's meta commands keep per item. STALE and
- * WON go to disk with the item (seg.h, idx.h); FETCHED does not. */
+/* meta: the state memcached's meta commands keep per item. All but
+ * FETCHED go to disk with the item (seg.h, idx.h). */
 #define ITEM_M_STALE 0x01u   /* marked stale (md I, ms I): mg says X */
 #define ITEM_M_WON 0x02u     /* a client was told it won the recache (W) */
-#define ITEM_M_FETCHED 0x04u /* read since it was stored (mg h) */
-#define ITEM_M_PERSIST (ITEM_M_STALE | ITEM_M_WON)
+#define ITEM_M_KEY64 0x04u   /* stored by a call naming its key in base64 */
+#define ITEM_M_FETCHED 0x08u /* read since it was stored (mg h) */
+#define ITEM_M_PERSIST (ITEM_M_STALE | ITEM_M_WON | ITEM_M_KEY64)
 
 #define ITEM_REFS_MAX 0xf0u
 #define ITEM_LEN_BIG 0xffffffu

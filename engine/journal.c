@@ -48,7 +48,9 @@
 #include "hash.h"
 #include "item.h"
 
-_Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON,
+_Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
+                   ITEM_M_KEY64 == SEG_M_KEY64 &&
+                   ITEM_M_PERSIST == SEG_M_ALL,
                "an item's state is logged as it is");
 
 #define JR_WAIT_IDLE_MS 1000

@@ -469,7 +469,8 @@ tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
             return st;
         }
         item_set_exptime(it, mm->vivify);
-        it->meta = ITEM_M_WON;
+        it->meta = ITEM_M_WON | ((mo & TC_MO_KEY64) ? ITEM_M_KEY64 : 0);
+        res->exptime = mm->vivify;
         mem_log(m, SEG_SET, it, 0, o);
         res->meta = TC_META_WIN;
         stored = (uintptr_t)it;
@@ -478,6 +479,7 @@ tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
         bool win = false, logged = false;
         if (it->meta & ITEM_M_FETCHED)
             res->meta |= TC_META_FETCHED;
+        res->exptime = item_exptime(it); /* before a new TTL */
         res->last_access = now > it->atime ? now - it->atime : 0;
         if (mo & TC_MO_TTL) {
             item_set_exptime(it, mm->ttl);
@@ -508,6 +510,8 @@ tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
         if (!(mo & TC_MO_NO_BUMP))
             mem_bump(it, now);
     }
+    if (it->meta & ITEM_M_KEY64)
+        res->meta |= TC_META_KEY64;
     res->number = item_total(it);
     fn(arg, it);
     pthread_mutex_unlock(&sh->lock);
@@ -698,9 +702,9 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     struct tc_item *old = f.live ? f.it : NULL;
     st = mem_store_check(sh, mode, old, cas, mm, &stale);
     /* A stale store keeps the item's expiry and a win handed out. */
-    uint8_t meta = 0;
+    uint8_t meta = mm != NULL && (mm->set & TC_MO_KEY64) ? ITEM_M_KEY64 : 0;
     if (st == TC_OK && stale) {
-        meta = ITEM_M_STALE | (old->meta & ITEM_M_WON);
+        meta |= ITEM_M_STALE | (old->meta & ITEM_M_WON);
         exptime = item_exptime(old);
         if (nit != NULL)
             item_set_exptime(nit, exptime);
@@ -760,7 +764,7 @@ static tc_status mem_mark_stale(mem *m, mem_shard *sh, uint64_t h,
     memcpy(item_value(nit), item_value(it), vlen);
     nit->flags = it->flags;
     item_set_exptime(nit, exptime);
-    nit->meta = ITEM_M_STALE | (it->meta & ITEM_M_FETCHED);
+    nit->meta = ITEM_M_STALE | (it->meta & (ITEM_M_FETCHED | ITEM_M_KEY64));
     uint32_t atime = it->atime;
     tc_status st = mem_publish(m, sh, h, pos, it, nit, now);
     if (st != TC_OK) {
@@ -892,6 +896,7 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
         }
         exptime = item_exptime(it);
     }
+    uint32_t exptime_before = exptime;
     if (mo & TC_MO_TTL)
         exptime = mm->ttl;
     size_t n = u64_to_dec(v, buf);
@@ -905,6 +910,8 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
         /* The item changed in place, as far as anyone can tell. */
         nit->flags = it->flags;
         nit->meta = it->meta;
+    } else if (mo & TC_MO_KEY64) {
+        nit->meta = ITEM_M_KEY64;
     }
     item_set_exptime(nit, exptime);
     st = mem_publish(m, sh, h, f.pos, f.it, nit, now);
@@ -916,7 +923,8 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
     if (res != NULL) {
         res->number = v;
         res->cas = nit->cas;
-        res->exptime = exptime;
+        res->exptime = exptime_before;
+        res->meta = it == NULL ? TC_META_CREATED : 0;
     }
     /* The new number may cost more than the old: evict as a store does. */
     stored = (uintptr_t)nit;

@@ -27,7 +27,7 @@
  *   16  1  type: SEG_SET, SEG_DELETE, SEG_TOUCH, SEG_FLUSH
  *   17  1  codec of the value: 0 raw, 1 zstd
  *   18  1  key length (1..250; 0 for SEG_FLUSH)
- *   19  1  item state: SEG_M_STALE, SEG_M_WON (format 2; zero in 1)
+ *   19  1  item state: SEG_M_* (format 2; zero in format 1)
  *   20  4  client flags
  *   24  4  expiry time, absolute unix seconds, 0 = never
  *   28  4  stored length: value bytes in the record (compressed or not)
@@ -65,11 +65,12 @@
 enum { SEG_SET = 1, SEG_DELETE = 2, SEG_TOUCH = 3, SEG_FLUSH = 4 };
 enum { SEG_RAW = 0, SEG_ZSTD = 1 };
 /* Item state bits (memcached's meta commands: a stale item, a recache
- * win already handed out); the same values as ITEM_M_STALE and
- * ITEM_M_WON. */
+ * win already handed out, a key the client names in base64); the same
+ * values as ITEM_M_*. */
 #define SEG_M_STALE 0x01u
 #define SEG_M_WON 0x02u
-#define SEG_M_ALL (SEG_M_STALE | SEG_M_WON)
+#define SEG_M_KEY64 0x04u
+#define SEG_M_ALL (SEG_M_STALE | SEG_M_WON | SEG_M_KEY64)
 
 typedef struct seg_header {
     uint32_t format;

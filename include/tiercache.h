@@ -283,12 +283,17 @@ typedef struct tc_meta_opts {
                                 * value, marked stale */
 #define TC_MO_NO_BUMP 0x20u    /* get: leave the item's fetched flag, last
                                 * access time and eviction rank as they are */
+#define TC_MO_KEY64 0x40u      /* the caller shows its keys in base64: an
+                                * item this call creates remembers it
+                                * (TC_META_KEY64), as memcached's "b" */
 
 /* What a meta get reports (tc_result.meta), as of before the call. */
 #define TC_META_WIN 0x01u        /* this caller won the recache */
 #define TC_META_STALE 0x02u      /* the item is stale */
 #define TC_META_WON_BEFORE 0x04u /* another caller won it already */
 #define TC_META_FETCHED 0x08u    /* the item had been read */
+#define TC_META_KEY64 0x10u      /* mget: created with TC_MO_KEY64 */
+#define TC_META_CREATED 0x20u    /* marith: created by TC_MO_VIVIFY */
 
 /*
  * A hint that key is about to be used: starts loading the memory its
@@ -394,7 +399,8 @@ typedef struct tc_result {
     const tc_view *view; /* get/gat/mget hits, else NULL */
     uint64_t cas;        /* storage, marith: the new item's CAS */
     uint64_t number;     /* incr/decr/marith: the new value */
-    int64_t exptime;     /* marith: the item's expiry (absolute, 0 never) */
+    int64_t exptime;     /* mget, marith: the item's expiry before the
+                          * call's TC_MO_TTL (absolute, 0 = never) */
     unsigned meta;       /* mget: TC_META_* */
     uint32_t last_access; /* mget: seconds since the item was last read */
 } tc_result;
@@ -434,8 +440,8 @@ TC_API tc_status tc_ctx_touch(tc_ctx *ctx, const void *key, size_t klen,
  * mget: a hit's view, res->meta and res->last_access; TC_ENOTFOUND.
  * mstore: as tc_ctx_store; TC_EEXISTS when o's CAS does not match.
  * mdelete: TC_OK, TC_ENOTFOUND, TC_EEXISTS.
- * marith: res->number, cas and exptime; TC_ENOTFOUND, TC_EEXISTS,
- * TC_ENONNUMERIC.
+ * marith: res->number, cas and exptime (TC_META_CREATED in res->meta
+ * when vivified); TC_ENOTFOUND, TC_EEXISTS, TC_ENONNUMERIC.
  */
 TC_API tc_status tc_ctx_mget(tc_ctx *ctx, const void *key, size_t klen,
                              const tc_meta_opts *o, tc_done_fn fn, void *arg);

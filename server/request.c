@@ -284,9 +284,12 @@ static void meta_prepare(srv_op *op, const mc_request *req)
     op->b64 = (m->seen & MC_MF('b')) != 0;
     op->nret = 0;
     while (mc_next_key(&walk, &pos, &tok, &tn) && op->nret < SRV_META_RET) {
-        if (strchr("kOcfhlst", tok[0]) != NULL)
+        /* T marks where the new TTL applies: a t before it shows the
+         * old one, as memcached, which walks the flags in order. */
+        if (strchr("kOcfhlstT", tok[0]) != NULL)
             op->ret[op->nret++] = tok[0];
     }
+    op->ttl = m->ttl;
     op->olen = (uint8_t)m->olen;
     if (m->olen > 0)
         memcpy(op->opaque, m->opaque, m->olen);
@@ -303,11 +306,10 @@ static char *put_i64(char *p, int64_t v)
     return put_u64(p, (uint64_t)v);
 }
 
-static char *meta_key(char *p, const srv_op *op, const void *key,
-                      size_t klen)
+static char *meta_key(char *p, bool b64, const void *key, size_t klen)
 {
     p = PUT_LIT(p, " k");
-    if (!op->b64) {
+    if (!b64) {
         memcpy(p, key, klen);
         return p + klen;
     }
@@ -324,6 +326,14 @@ static char *meta_ttl(char *p, int64_t exptime)
     return put_i64(p, left > 0 ? left : 0);
 }
 
+/* The expiry a T token sets (a memcached expiry time), made absolute. */
+static int64_t meta_ttl_abs(int64_t tok)
+{
+    if (tok <= 0)
+        return tok == 0 ? 0 : 1;
+    return tok <= 60 * 60 * 24 * 30 ? (int64_t)time(NULL) + tok : tok;
+}
+
 /*
  * The echoed flags. Only O and k when there is no item (v NULL, and no
  * CAS to say); c, f, s, t, h, l from the item and the result otherwise.
@@ -331,15 +341,23 @@ static char *meta_ttl(char *p, int64_t exptime)
 static char *meta_echo(char *p, const srv_op *op, const tc_result *r,
                        const tc_view *v, bool item)
 {
+    bool ttl_set = false; /* past the T flag */
     for (unsigned i = 0; i < op->nret; i++) {
         switch (op->ret[i]) {
+        case 'T':
+            ttl_set = true;
+            break;
         case 'O':
             *p++ = ' ';
             memcpy(p, op->opaque, op->olen);
             p += op->olen;
             break;
         case 'k':
-            p = meta_key(p, op, op->key, op->klen);
+            /* A hit says how its item was stored; the rest, the
+             * request. */
+            p = meta_key(p, v != NULL ? (r->meta & TC_META_KEY64) != 0
+                                      : op->b64,
+                         op->key, op->klen);
             break;
         case 'c':
             if (!item)
@@ -361,9 +379,10 @@ static char *meta_echo(char *p, const srv_op *op, const tc_result *r,
             break;
         case 't':
             if (v != NULL)
-                p = meta_ttl(p, v->exptime);
+                p = meta_ttl(p, ttl_set ? v->exptime : r->exptime);
             else if (item && op->kind == OP_MA)
-                p = meta_ttl(p, r->exptime);
+                p = meta_ttl(p, ttl_set ? meta_ttl_abs(op->ttl)
+                                        : r->exptime);
             break;
         case 'h':
             if (v != NULL) {
@@ -460,8 +479,12 @@ static void on_me(void *arg, const tc_result *r)
              * seconds since the last access; size is the item's bytes in
              * memory here (no slab class: "cls" is left out). */
             p = PUT_LIT(p, "ME ");
-            memcpy(p, v->key, v->key_len);
-            p += v->key_len;
+            if (r->meta & TC_META_KEY64) {
+                p += mc_base64_encode(v->key, v->key_len, p);
+            } else {
+                memcpy(p, v->key, v->key_len);
+                p += v->key_len;
+            }
             p = PUT_LIT(p, " exp=");
             p = put_i64(p, v->exptime == 0
                                ? -1
@@ -495,9 +518,11 @@ static void on_mchange(void *arg, const tc_result *r)
     size_t mark = out_mark(q);
     switch (r->status) {
     case TC_OK:
+        /* q hides a success, but not the creation of a counter. */
+        if (op->quiet && !(op->kind == OP_MA &&
+                           (r->meta & TC_META_CREATED)))
+            break;
         if (op->kind == OP_MA && op->value) {
-            if (op->quiet)
-                break;
             char *p = out_reserve(q, META_LINE_MAX);
             if (p == NULL)
                 break;
@@ -510,7 +535,7 @@ static void on_mchange(void *arg, const tc_result *r)
             memcpy(p, num, n);
             p = PUT_LIT(p + n, "\r\n");
             q->len = (size_t)(p - q->buf);
-        } else if (!op->quiet) {
+        } else {
             meta_status(q, op, "HD", r, op->kind != OP_MD);
         }
         break;
@@ -587,6 +612,8 @@ static void exec_meta(conn *c, const mc_request *req)
     }
     if (m->seen & MC_MF('I'))
         o.set |= TC_MO_INVALIDATE;
+    if (m->seen & MC_MF('b'))
+        o.set |= TC_MO_KEY64;
     if ((m->seen & MC_MF('u')) || req->cmd == MC_ME)
         o.set |= TC_MO_NO_BUMP;
     tc_status st;

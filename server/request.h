@@ -31,6 +31,7 @@ typedef struct srv_op {
     uint8_t nret;
     uint8_t olen;
     uint8_t klen;
+    int64_t ttl; /* the T token */
     char ret[SRV_META_RET];
     char opaque[32];
     char key[250];
