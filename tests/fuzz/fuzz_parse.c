@@ -164,6 +164,17 @@ static const char *const corpus[] = {
     "bogus command here\r\n",
     "\r\n",
     "get \x01\x02\r\n",
+    "mg key v c f k O123 q t s h l N30 R10 T20 u\r\n",
+    "mg a2V5 b k v\r\n",
+    "mg ==== b\r\n",
+    "ms key 5 T0 F7 C12 I MS c k O9 q\r\nhello\r\n",
+    "ms key 5 MX\r\nhello\r\n",
+    "ms key 2000 T0\r\n",
+    "md key I T30 C5 q O1 k\r\n",
+    "ma key N0 J10 D5 MD T0 v t c q\r\n",
+    "me a2V5 b\r\n",
+    "mn\r\n",
+    "mg k a b c d e f g h i j k l m n o p q r s t u v w x\r\n",
 };
 
 static uint64_t rng(uint64_t *s)

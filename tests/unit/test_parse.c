@@ -299,7 +299,93 @@ static void pipeline_consumes_in_order(void)
     TCT_EQ_U64(pos, len);
 }
 
-TCT_MAIN(TCT(storage_fields), TCT(storage_incomplete), TCT(storage_errors),
+/* Meta commands: parsed in place (a base64 key points into the request,
+ * which must not be copied). */
+static parsed mp;
+
+static void parse_meta(const char *s)
+{
+    mp.st = mc_parse(s, strlen(s), ITEM_MAX, &mp.req, &mp.used, &mp.err,
+                     &mp.swallow);
+}
+
+static void meta_fields(void)
+{
+    parse_meta("mg key v c f k O123 q t T30 N-1 R5 C7 b9\r\n");
+    TCT_EQ_INT(mp.st, MC_ERROR); /* "key" is no base64, b9 not b */
+    parse_meta("mg key v c f k O123 q t T30 N-1 R5 C7\r\n");
+    TCT_EQ_INT(mp.st, MC_OK);
+    TCT_EQ_INT(mp.req.cmd, MC_MG);
+    TCT_EQ_MEM(mp.req.key, mp.req.klen, "key");
+    const mc_meta *m = &mp.req.meta;
+    TCT_CHECK((m->seen & MC_MF('v')) && (m->seen & MC_MF('q')) &&
+              (m->seen & MC_MF('T')) && !(m->seen & MC_MF('h')));
+    TCT_EQ_INT(m->ttl, 30);
+    TCT_EQ_INT(m->vivify, -1);
+    TCT_EQ_INT(m->recache, 5);
+    TCT_EQ_U64(m->cas, 7);
+    TCT_EQ_U64(m->delta, 1);
+    TCT_EQ_MEM(m->opaque, m->olen, "O123");
+    TCT_EQ_MEM(m->flags, m->flags_len, "v c f k O123 q t T30 N-1 R5 C7");
+    TCT_CHECK(!mp.req.noreply);
+
+    /* A base64 key is decoded into the request; binary bytes allowed. */
+    parse_meta("mg AAEC/w== b k\r\n");
+    TCT_EQ_INT(mp.st, MC_OK);
+    TCT_EQ_U64(mp.req.klen, 4);
+    TCT_CHECK(memcmp(mp.req.key, "\x00\x01\x02\xff", 4) == 0);
+    char enc[16];
+    size_t n = mc_base64_encode("\x00\x01\x02\xff", 4, enc);
+    TCT_EQ_MEM(enc, n, "AAEC/w==");
+    n = mc_base64_encode("ab", 2, enc);
+    TCT_EQ_MEM(enc, n, "YWI=");
+    parse_meta("mg YWI= b\r\n");
+    TCT_EQ_MEM(mp.req.key, mp.req.klen, "ab");
+}
+
+static void meta_set_and_errors(void)
+{
+    parse_meta("ms key 5 T0 F7 MA c\r\nhello\r\nmn\r\n");
+    TCT_EQ_INT(mp.st, MC_OK);
+    TCT_EQ_INT(mp.req.cmd, MC_MS);
+    TCT_EQ_U64(mp.req.vlen, 5);
+    TCT_EQ_MEM(mp.req.data, 5, "hello");
+    TCT_EQ_U64(mp.req.meta.client_flags, 7);
+    TCT_EQ_INT(mp.req.meta.mode, 'A');
+    TCT_EQ_U64(mp.used, strlen("ms key 5 T0 F7 MA c\r\nhello\r\n"));
+    parse_meta("ms key 5 T0\r\nhel");
+    TCT_EQ_INT(mp.st, MC_NEED_MORE);
+    TCT_EQ_U64(mp.used, strlen("ms key 5 T0\r\nhello\r\n"));
+    /* A bad flag swallows the data block; a bad length cannot. */
+    parse_meta("ms key 5 Mx\r\nhello\r\n");
+    TCT_EQ_INT(mp.st, MC_ERROR);
+    TCT_EQ_INT(mp.err, MC_E_META_MS_MODE);
+    TCT_EQ_U64(mp.swallow, 7);
+    parse_meta("ms key x5\r\nhello\r\n");
+    TCT_EQ_INT(mp.err, MC_E_FORMAT);
+    TCT_EQ_U64(mp.swallow, 0);
+    parse_meta("ms key 2000 T0\r\n");
+    TCT_EQ_INT(mp.err, MC_E_TOO_LARGE);
+    TCT_EQ_U64(mp.swallow, 2002);
+    expect_error("mg key v v\r\n", MC_E_META_DUP);
+    expect_error("mg key !\r\n", MC_E_META_INVALID);
+    expect_error("mg key Tx\r\n", MC_E_META_TOKEN);
+    expect_error("md key Tx\r\n", MC_E_META_INVALID_OR_DUP);
+    expect_error("ma key MX\r\n", MC_E_META_MA_MODE);
+    expect_error("mg key b\r\n", MC_E_META_DECODE);
+    expect_error("mg key O123456789012345678901234567890123\r\n",
+                 MC_E_META_OPAQUE);
+    expect_error("mg k a b c d e f g h i j k l m n o p q r s\r\n",
+                 MC_E_META_TOO_MANY_MG);
+    expect_error("mg\r\n", MC_E_UNKNOWN);
+    expect_error("me\r\n", MC_E_FORMAT);
+    parse_meta("mn whatever\r\n");
+    TCT_EQ_INT(mp.st, MC_OK);
+    TCT_EQ_INT(mp.req.cmd, MC_MN);
+}
+
+TCT_MAIN(TCT(meta_fields), TCT(meta_set_and_errors),
+         TCT(storage_fields), TCT(storage_incomplete), TCT(storage_errors),
          TCT(too_large_swallows), TCT(control_characters_in_keys),
          TCT(retrieval), TCT(other_commands), TCT(line_length_rules),
          TCT(pipeline_consumes_in_order))
