@@ -205,7 +205,7 @@ static void job_take_ref(void *arg, struct tc_item *it)
 static tc_status job_run(ctx_job *j)
 {
     tc_engine *e = j->ctx->e;
-    mem_opt o = {.disk_checked = j->disk_checked};
+    mem_opt o = {.disk_checked = j->disk_checked, .after_load = j->tries > 0};
     bool sync = e->dk != NULL && disk_durability(e->dk) == TC_DURABILITY_SYNC;
     if (sync) {
         /* Two events end the wait: this run returning, and the wake. */
@@ -254,6 +254,11 @@ static void job_loaded(ctx_job *j)
         job_answer(j);
         return;
     }
+    /* A meta get counts as a get answered by the disk (or not); the run
+     * after the load does not count it again. */
+    if (j->op.kind == OP_MGET && !(j->op.mm.set & TC_MO_TTL) &&
+        j->tries == 1)
+        engine_count_disk_get(e, j->load_st == TC_OK);
     j->disk_checked = j->load_st == TC_ENOTFOUND ||
                       j->tries >= CTX_LOAD_TRIES;
     if (job_run(j) == TC_OK)

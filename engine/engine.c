@@ -396,6 +396,7 @@ static tc_status engine_sync(tc_engine *e, const engine_op *op,
     for (unsigned tries = 0;; tries++) {
         uint32_t now = engine_now(e);
         o.logged = false;
+        o.after_load = tries > 0;
         if (e->dk != NULL && disk_durability(e->dk) == TC_DURABILITY_SYNC) {
             o.wake = sync_on_wake;
             o.wake_arg = &w;
@@ -413,6 +414,9 @@ static tc_status engine_sync(tc_engine *e, const engine_op *op,
             break;
         }
         tc_item_release(w.item);
+        if (op->kind == OP_MGET && !(op->mm.set & TC_MO_TTL) && tries == 0 &&
+            (w.st == TC_OK || w.st == TC_ENOTFOUND))
+            engine_count_disk_get(e, w.st == TC_OK);
         if (w.st != TC_OK && w.st != TC_ENOTFOUND) {
             st = res->status = w.st;
             break;

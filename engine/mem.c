@@ -445,10 +445,12 @@ tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
         return MEM_ON_DISK;
     }
     struct tc_item *it;
+    /* Run again after a disk load, which counted the get already. */
+    bool count = o == NULL || !o->after_load || (mo & TC_MO_TTL);
     if (!f.live) {
         if (mo & TC_MO_TTL) {
             sh->st.touch_misses++;
-        } else {
+        } else if (count) {
             sh->st.get_misses++;
             if (f.expired)
                 sh->st.get_expired++;
@@ -485,7 +487,7 @@ tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
             item_set_exptime(it, mm->ttl);
             logged = true;
             sh->st.touch_hits++;
-        } else {
+        } else if (count) {
             sh->st.get_hits++;
         }
         uint32_t exp = item_exptime(it);

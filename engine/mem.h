@@ -29,6 +29,8 @@ typedef struct mem_opt {
     void *wake_arg;
     /* Out: the change was logged (so wake will be called). */
     bool logged;
+    /* A disk load ran before this run and counted the get (meta get). */
+    bool after_load;
 } mem_opt;
 
 /* Returned (as a tc_status) by an operation that found no item in memory

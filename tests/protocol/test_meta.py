@@ -1799,8 +1799,9 @@ def meta_commands_on_items_only_on_disk(t):
     c.call(b"mg %s v f c s k\r\n" % k,
            b"VA %d f9 c%d s%d k%s\r\n%s\r\n"
            % (len(val["get"]), cas["get"], len(val["get"]), k, val["get"]))
-    t.note("get_disk_hits after the first mg: %s (was %d)"
-           % (c.stats()["get_disk_hits"], after))
+    now = int(c.stats()["get_disk_hits"])
+    t.check(now == after + 1, "an mg of an item only on disk counts as a "
+            "disk hit, once (get_disk_hits %d -> %d)" % (after, now))
     # ms with the CAS of an item on disk.
     k = t.key("set")
     c.call(b"ms %s 3 C%d\r\nnew\r\n" % (k, cas["set"] + 1), b"EX\r\n")
