@@ -404,6 +404,10 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "disk_index_live_bytes", idx_live_bytes(d->ix));
     stat_u64(fn, arg, "disk_segments", d->nsegs);
     stat_u64(fn, arg, "disk_reads", atomic_load(&d->st_disk_reads));
+    stat_u64(fn, arg, "disk_reads_inline", atomic_load(&d->st_fast_reads));
+    stat_u64(fn, arg, "disk_reads_not_cached",
+             atomic_load(&d->st_fast_misses));
+    stat_u64(fn, arg, "disk_index_faults", atomic_load(&d->st_fast_rests));
     stat_u64(fn, arg, "disk_read_errors",
              atomic_load(&d->st_disk_read_errors));
     stat_u64(fn, arg, "disk_write_errors", atomic_load(&d->st_write_errors));

@@ -135,6 +135,21 @@ typedef void (*disk_load_fn)(void *arg, tc_status st, struct tc_item *it);
 void disk_load(disk *d, uint64_t h, const void *key, size_t klen,
                disk_load_fn fn, void *arg);
 
+/*
+ * A load on the caller's own thread, for an event loop that must not
+ * wait: done only when it needs no device read (the record is in the page
+ * cache) and the index lookup took no major page fault (after one, the
+ * fast path rests for a second). Returns TC_OK with a reference to the
+ * item (promoted as by disk_load), TC_ENOTFOUND, or TC_PENDING: it would
+ * have waited, use disk_load. f holds the calling thread's index reader
+ * and buffers (disk_fast_new; one per thread).
+ */
+typedef struct disk_fast disk_fast;
+tc_status disk_fast_new(disk *d, disk_fast **out);
+void disk_fast_free(disk_fast **f);
+tc_status disk_load_fast(disk *d, disk_fast *f, uint64_t h, const void *key,
+                         size_t klen, struct tc_item **out);
+
 /* The disk tier's statistics (names in disk.c). */
 void disk_stats(disk *d, tc_stat_fn fn, void *arg);
 

@@ -133,6 +133,9 @@ struct disk {
     _Atomic uint64_t st_fsync_us_total;
     _Atomic uint64_t st_fsync_us_max;
     _Atomic uint64_t st_disk_reads;
+    _Atomic uint64_t st_fast_reads;  /* disk_reads done on the caller */
+    _Atomic uint64_t st_fast_misses; /* fast path left to the reader */
+    _Atomic uint64_t st_fast_rests;  /* index lookups that faulted */
     _Atomic uint64_t st_disk_read_errors;
     _Atomic uint64_t st_write_errors;
     _Atomic uint64_t st_index_batches;

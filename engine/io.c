@@ -1020,6 +1020,20 @@ int io_file_sync(int fd)
     return io_sys_fsync(fd, true);
 }
 
+ssize_t io_file_read_nowait(int fd, void *buf, size_t len, uint64_t off)
+{
+    if (iosim_active())
+        return -EAGAIN;
+    struct iovec iov = {buf, len};
+    for (;;) {
+        ssize_t n = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return errno == EOPNOTSUPP ? -EAGAIN : -errno;
+    }
+}
+
 int io_file_close(int fd)
 {
     /* On Linux the descriptor is gone even when close() says EINTR. */

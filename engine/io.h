@@ -155,6 +155,12 @@ int io_dir_sync(int dirfd);
 int io_file_sync(int fd);
 /* Closes fd (the test layer forgets it only once it is synced). */
 int io_file_close(int fd);
+/* Reads len bytes at off only if that needs no wait for the device (the
+ * page cache holds them: preadv2 with RWF_NOWAIT). Returns the bytes read
+ * (a short count when only some were cached), -EAGAIN when it would have
+ * waited (always under the test layer, whose reads go through queues),
+ * or -errno. */
+ssize_t io_file_read_nowait(int fd, void *buf, size_t len, uint64_t off);
 
 /*
  * Test layer (see above; iosim.c has the model). Its state is the one

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "disk_int.h"
@@ -293,6 +295,137 @@ static void *rd_main(void *arg)
         if (stop)
             rd_reap(r, 10);
     }
+}
+
+/* ---- the fast path: a load on the caller's thread ---- */
+
+/* After an index lookup that faulted a page in from the device, the fast
+ * path rests this long: the index is not all in memory. */
+#define RD_FAST_REST_NS 1000000000ll
+
+struct disk_fast {
+    idx_reader *ir;
+    zc *z;
+    unsigned char *buf;
+    size_t cap;
+    int64_t rest_until; /* monotonic ns */
+};
+
+tc_status disk_fast_new(disk *d, disk_fast **out)
+{
+    disk_fast *f = calloc(1, sizeof(*f));
+    *out = NULL;
+    if (f == NULL)
+        return TC_ENOMEM;
+    tc_status st = idx_reader_new(d->ix, &f->ir);
+    if (st == TC_OK)
+        st = zc_new(0, 0, &f->z);
+    if (st != TC_OK) {
+        disk_fast_free(&f);
+        return st;
+    }
+    *out = f;
+    return TC_OK;
+}
+
+void disk_fast_free(disk_fast **fp)
+{
+    disk_fast *f = *fp;
+    if (f == NULL)
+        return;
+    idx_reader_free(&f->ir);
+    zc_free(&f->z);
+    free(f->buf);
+    free(f);
+    *fp = NULL;
+}
+
+static int64_t rd_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static long rd_majflt(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_majflt : 0;
+}
+
+typedef struct rd_fast_check {
+    disk *d;
+    disk_fast *f;
+    const idx_loc *loc;
+    const void *key;
+    size_t klen;
+} rd_fast_check;
+
+/* Under the shard lock, as rd_still_current. */
+static bool rd_fast_current(void *arg)
+{
+    rd_fast_check *c = arg;
+    idx_loc now;
+    tc_status st = idx_lookup(c->f->ir, c->key, c->klen, &now);
+    idx_reader_reset(c->f->ir);
+    return st == TC_OK && now.lsn == c->loc->lsn &&
+           now.seg == c->loc->seg && now.off == c->loc->off &&
+           now.lsn >= disk_flush_lsn(c->d);
+}
+
+tc_status disk_load_fast(disk *d, disk_fast *f, uint64_t h, const void *key,
+                         size_t klen, struct tc_item **out)
+{
+    *out = NULL;
+    if (f == NULL || (f->rest_until != 0 && rd_mono_ns() < f->rest_until))
+        return TC_PENDING;
+    f->rest_until = 0;
+    idx_loc loc;
+    long faults = rd_majflt();
+    tc_status st = idx_lookup(f->ir, key, klen, &loc);
+    idx_reader_reset(f->ir);
+    if (rd_majflt() != faults) {
+        /* The lookup waited for the device: the index is not all in
+         * memory, so lookups go to the reader thread for a while. */
+        f->rest_until = rd_mono_ns() + RD_FAST_REST_NS;
+        atomic_fetch_add(&d->st_fast_rests, 1);
+    }
+    if (st != TC_OK)
+        return st == TC_ENOTFOUND ? TC_ENOTFOUND : TC_PENDING;
+    uint32_t now = d->cfg.now(d->cfg.now_arg);
+    if (loc.lsn < disk_flush_lsn(d) ||
+        (loc.exptime != 0 && loc.exptime <= now))
+        return TC_ENOTFOUND;
+    int fd = disk_seg_fd(d, loc.seg);
+    if (fd < 0)
+        return TC_PENDING; /* the reader thread decides */
+    if (f->cap < loc.len) {
+        unsigned char *nb = realloc(f->buf, loc.len);
+        if (nb == NULL)
+            return TC_PENDING;
+        f->buf = nb;
+        f->cap = loc.len;
+    }
+    ssize_t n = io_file_read_nowait(fd, f->buf, loc.len, loc.off);
+    if (n != (ssize_t)loc.len) {
+        atomic_fetch_add(&d->st_fast_misses, 1);
+        return TC_PENDING; /* not (all) in the page cache, or an error */
+    }
+    atomic_fetch_add(&d->st_disk_reads, 1);
+    atomic_fetch_add(&d->st_fast_reads, 1);
+    struct tc_item *it;
+    st = disk_record_item(d, f->z, &loc, key, klen, f->buf, n, &it);
+    if (st == TC_ENOMEM)
+        return TC_ENOMEM;
+    if (st != TC_OK) {
+        /* Damaged, or no longer what the index said: the reader thread
+         * reads it again and reports it. */
+        return TC_PENDING;
+    }
+    rd_fast_check c = {d, f, &loc, key, klen};
+    mem_promote(d->m, h, it, now, rd_fast_current, &c);
+    *out = it;
+    return TC_OK;
 }
 
 tc_status reader_start(disk *d)

@@ -637,7 +637,28 @@ static void async_done(void *arg, const tc_result *r)
                  (const char *)r->view->value);
 }
 
-/* The asynchronous form: a disk read completes through the context. */
+/* Drops the segment files' pages from the page cache (they are clean
+ * after a close), so that reading them needs the device. */
+static void drop_segment_cache(void)
+{
+    DIR *dd = opendir(dir);
+    TCT_CHECK(dd != NULL);
+    struct dirent *de;
+    while ((de = readdir(dd)) != NULL) {
+        if (strncmp(de->d_name, "seg-", 4) != 0)
+            continue;
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        int fd = open(p, O_RDONLY);
+        TCT_CHECK(fd >= 0);
+        TCT_EQ_INT(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+        close(fd);
+    }
+    closedir(dd);
+}
+
+/* The asynchronous form: a disk read that needs the device completes
+ * through the context. */
 static void async_disk_read(void)
 {
     tcu_clock clk = {0};
@@ -646,6 +667,7 @@ static void async_disk_read(void)
     put(e, "ak", "from disk", 0, 0);
     tc_close(e);
     e = open_disk(&clk);
+    drop_segment_cache(); /* after the recovery, whose reads cache pages */
     tc_ctx *ctx;
     TCT_EQ_ST(tc_ctx_new(e, &ctx), TC_OK);
     async_got g = {0};
@@ -662,6 +684,63 @@ static void async_disk_read(void)
     g.calls = 0;
     TCT_EQ_ST(tc_ctx_get(ctx, "ak", 2, async_done, &g), TC_OK);
     TCT_EQ_INT(g.calls, 1);
+    tc_ctx_free(ctx);
+    tc_close(e);
+}
+
+/* A record the page cache holds is read on the calling thread: the get
+ * completes before it returns, right, and a deleted, overwritten or
+ * flushed key read that way is never answered with the old value. */
+static void inline_disk_read(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "i1", "one", 0, 0);
+    put(e, "i2", "two", 0, 0);
+    put(e, "i3", "three", 0, 0);
+    tc_close(e);
+    e = open_disk(&clk); /* nothing in memory; the files are cached */
+    tc_ctx *ctx;
+    TCT_EQ_ST(tc_ctx_new(e, &ctx), TC_OK);
+    async_got g = {0};
+    TCT_EQ_ST(tc_ctx_get(ctx, "i1", 2, async_done, &g), TC_OK);
+    TCT_EQ_INT(g.calls, 1);
+    TCT_EQ_ST(g.st, TC_OK);
+    TCT_CHECK(strcmp(g.value, "one") == 0);
+    TCT_EQ_U64(tcu_stat(e, "disk_reads_inline"), 1);
+    TCT_EQ_U64(tcu_stat(e, "get_disk_hits"), 1);
+    /* Promoted: the next get is a memory hit. */
+    g.calls = 0;
+    TCT_EQ_ST(tc_ctx_get(ctx, "i1", 2, async_done, &g), TC_OK);
+    TCT_EQ_U64(tcu_stat(e, "disk_reads"), 1);
+    /* Changes made since are what the gets see. */
+    TCT_EQ_ST(tc_delete(e, "i2", 2), TC_OK);
+    put(e, "i3", "new three", 0, 0);
+    g.calls = 0;
+    tc_ctx_get(ctx, "i2", 2, async_done, &g);
+    for (int i = 0; i < 1000 && g.calls == 0; i++) {
+        usleep(1000);
+        tc_ctx_run(ctx);
+    }
+    TCT_EQ_ST(g.st, TC_ENOTFOUND);
+    g.calls = 0;
+    tc_ctx_get(ctx, "i3", 2, async_done, &g);
+    TCT_EQ_INT(g.calls, 1);
+    TCT_CHECK(strcmp(g.value, "new three") == 0);
+    tc_ctx_free(ctx);
+    tc_close(e);
+    /* A flush: the records are still in the files, and not answered. */
+    e = open_disk(&clk);
+    TCT_EQ_ST(tc_flush(e, 0), TC_OK);
+    TCT_EQ_ST(tc_ctx_new(e, &ctx), TC_OK);
+    g.calls = 0;
+    tc_ctx_get(ctx, "i3", 2, async_done, &g);
+    for (int i = 0; i < 1000 && g.calls == 0; i++) {
+        usleep(1000);
+        tc_ctx_run(ctx);
+    }
+    TCT_EQ_ST(g.st, TC_ENOTFOUND);
     tc_ctx_free(ctx);
     tc_close(e);
 }
@@ -783,6 +862,7 @@ static const tct_case cases[] = {
     TCT(damage_in_the_middle_skipped), TCT(torn_tail_cut),
     TCT(second_process_refused),       TCT(other_format_refused),
     TCT(sync_durability_syncs),        TCT(async_disk_read),
+    TCT(inline_disk_read),
     TCT(capacity_keeps_within_budget),
 };
 
