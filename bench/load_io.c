@@ -12,10 +12,10 @@
  * connection.
  *
  * The meta protocol (--meta): a get is "mg <key> k f v", answered by "EN"
- * or "EN k<key>" (a miss) or "VA <bytes> k<key> f<flags>" and the data, checked the same
- * way (k and f in either order, no other flag); a set is "ms <key>
- * <bytes> T0 F<flags>" and the data, answered by "HD". NS, EX and NF are
- * error replies besides the three above. Quiet (--meta, the default meta
+ * or "EN k<key>" (a miss) or by "VA <bytes> k<key> f<flags>" and the
+ * data, checked the same way (k and f in either order, no other flag); a
+ * set is "ms <key> <bytes> T0 F<flags>" and the data, answered by "HD".
+ * NS, EX and NF are error replies besides the three above. Quiet (--meta, the default meta
  * mode): every request carries q and every batch written ends with "mn".
  * A miss and a stored set then say nothing, so a VA answers the first get
  * of its key in the head batch (the requests before it were the silent
