@@ -15,14 +15,14 @@
  * or "EN k<key>" (a miss) or by "VA <bytes> k<key> f<flags>" and the
  * data, checked the same way (k and f in either order, no other flag); a
  * set is "ms <key> <bytes> T0 F<flags>" and the data, answered by "HD".
- * NS, EX and NF are error replies besides the three above. Quiet (--meta, the default meta
- * mode): every request carries q and every batch written ends with "mn".
- * A miss and a stored set then say nothing, so a VA answers the first get
- * of its key in the head batch (the requests before it were the silent
- * ones), MN settles what is left of the batch, and an error reply answers
- * the oldest request not yet settled (it does not say which it is for,
- * and it fails the run anyway). A VA that no get of the head batch asked
- * for, EN or HD (which q suppresses) is a protocol error.
+ * NS, EX and NF are error replies besides the three above. Quiet (--meta,
+ * the default meta mode): every request carries q and every batch written
+ * ends with "mn". A miss and a stored set then say nothing, so a VA
+ * answers the first get of its key in the head batch (the requests before
+ * it were the silent ones), MN settles what is left of the batch, and an
+ * error reply answers the oldest request not yet settled (it does not say
+ * which it is for, and it fails the run anyway). A VA that no get of the
+ * head batch asked for, EN or HD (which q suppresses) is a protocol error.
  */
 #include "load.h"
 
