@@ -17,7 +17,9 @@ every batch; --meta=noq, a reply each) runs the same checks against every
 server, and a real server's misses (which say nothing in quiet mode) must
 be counted as misses; fake servers check that tc-load rejects what the
 quiet protocol forbids (an HD or EN that q suppresses, a VA for a key no
-get of the batch asked for).
+get of the batch asked for), and that hits and misses are counted exactly
+however the misses fall within batches (a server answering even keys
+only).
 
 tiercached runs with its disk tier in a fresh temporary --dir, removed at
 the end.
@@ -224,6 +226,79 @@ def garbage_server(port_box, ready, reply=b"HELLO THERE\r\n"):
         srv.close()
 
 
+def filter_server(box, ready, canned_port, quiet):
+    """Accepts one connection of mg and mn and answers the gets of keys
+    whose number is even with canned's value and the others as misses
+    (nothing with q, EN without); box gets the number of hits sent."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(RUN_TIMEOUT)
+    box.append(srv.getsockname()[1])
+    ready.set()
+    hits = 0
+    try:
+        conn, _ = srv.accept()
+        up = socket.create_connection(("127.0.0.1", canned_port),
+                                      timeout=RUN_TIMEOUT)
+        conn.settimeout(RUN_TIMEOUT)
+        buf = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            out = []
+            while b"\r\n" in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                words = line.split()
+                if words[:1] == [b"mn"]:
+                    out.append(b"MN\r\n")
+                elif words[:1] == [b"mg"] and int(words[1][-1:]) % 2 == 0:
+                    up.sendall(line + b"\r\nmn\r\n")
+                    got = b""
+                    while not got.endswith(b"MN\r\n"):
+                        got += up.recv(65536)
+                    out.append(got[:-4])
+                    hits += 1
+                elif words[:1] == [b"mg"]:
+                    if not quiet:
+                        out.append(b"EN\r\n")
+                else:
+                    out.append(b"ERROR\r\n")
+            conn.sendall(b"".join(out))
+        up.close()
+        conn.close()
+    except (OSError, ValueError):
+        pass
+    finally:
+        srv.close()
+        box.append(hits)
+
+
+def meta_gaps(tap, tc, canned_port):
+    """Hits and misses counted exactly, whatever way the misses (silent
+    with q) fall within batches and reads."""
+    for mode, quiet in (("--meta", True), ("--meta=noq", False)):
+        box, ready = [], threading.Event()
+        t = threading.Thread(target=filter_server,
+                             args=(box, ready, canned_port, quiet),
+                             daemon=True)
+        t.start()
+        ready.wait(5)
+        n = 3000
+        rc, res, out = tc_load(tc, box[0], mode, "-k", "50", "-n", str(n),
+                               "-c", "1", "-d", "16", "-V", "1-3000")
+        t.join(RUN_TIMEOUT)
+        sent = box[1] if len(box) > 1 else None
+        tap.ok(rc == 0 and res is not None and sent is not None and
+               res["errors"] == 0 and res["wrong_values"] == 0 and
+               res["hits"] == sent and res["misses"] == n - sent and
+               0 < sent < n,
+               f"{mode}: a server answering even keys only: hits and misses "
+               f"counted exactly (sent {sent} hits)", out)
+
+
 def meta_spoken(port, tap, name):
     """Whether the server answers mn with MN: a named failure if not,
     rather than a pile of tc-load errors."""
@@ -279,6 +354,7 @@ def main():
             key_ranges(tap, "canned", a.tc_load, port, False)
             bg_rate(tap, a.tc_load, port)
             meta(tap, "canned", a.tc_load, port, False)
+            meta_gaps(tap, a.tc_load, port)
             for mode in ("--meta", "--meta=noq"):
                 rc, res, out = tc_load(a.tc_load, port, mode, "-k", "100",
                                        "-n", "500", "-V", "1-2999")
