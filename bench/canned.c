@@ -15,7 +15,10 @@
  * Commands: get/gets (up to 255 keys; keys outside kv.h's scheme
  * miss), set/add/replace/append/prepend/cas (the data block is skipped,
  * the reply is STORED, nothing with noreply), delete (NOT_FOUND), version,
- * stats (a few lines), flush_all (OK), mn (MN), quit. Anything else gets
+ * stats (a few lines), flush_all (OK), mn (MN), quit; of the meta
+ * commands mg (the flags k, f, s, O, v and q answered, c as c0 and t as
+ * t-1, others ignored; a miss echoes k and O, as memcached 1.6.18 does)
+ * and ms (the data skipped, HD, nothing with q). Anything else gets
  * ERROR. Usage: canned [-l ADDR] [-p PORT] [-V N|MIN-MAX]; -p 0 picks a
  * free port. The port is printed on stdout as "port N" once listening.
  */
@@ -38,6 +41,8 @@
 #define CN_READ_MIN (256u * 1024u)
 #define CN_LINE_MAX 4096u
 #define CN_MAX_EVENTS 128
+/* Tokens of a command line but get's (an mg's flags fit). */
+#define CN_TOKENS_MAX 24
 
 typedef struct cn_conn {
     int fd;
@@ -130,6 +135,74 @@ static bool cn_value(cn_server *s, cn_conn *c, const char *key, size_t klen)
     return true;
 }
 
+/* The return flags of an mg or ms reply, in the order the request gave
+ * them, each after a space: for a hit of key n (value len bytes) all of
+ * them, for a miss or ms only k and O. tok[0..nt) are the request's flag
+ * tokens. */
+static bool cn_meta_flags(cn_conn *c, char **tok, size_t *tlen, int nt,
+                          const char *key, size_t klen, bool hit, uint32_t n,
+                          uint32_t len)
+{
+    for (int i = 0; i < nt; i++) {
+        char f = tok[i][0];
+        char num[12];
+        size_t nl;
+        bool ok = true;
+        if (f == 'k') {
+            ok = CN_OUT_LIT(c, " k") && cn_out(c, key, klen);
+        } else if (f == 'O') {
+            ok = CN_OUT_LIT(c, " ") && cn_out(c, tok[i], tlen[i]);
+        } else if (hit && f == 'f') {
+            nl = kv_utoa(num, kv_flags(n));
+            ok = CN_OUT_LIT(c, " f") && cn_out(c, num, nl);
+        } else if (hit && f == 's') {
+            nl = kv_utoa(num, len);
+            ok = CN_OUT_LIT(c, " s") && cn_out(c, num, nl);
+        } else if (hit && f == 'c') {
+            ok = CN_OUT_LIT(c, " c0");
+        } else if (hit && f == 't') {
+            ok = CN_OUT_LIT(c, " t-1");
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool cn_has_flag(char **tok, size_t *tlen, int nt, char f)
+{
+    for (int i = 0; i < nt; i++)
+        if (tlen[i] == 1 && tok[i][0] == f)
+            return true;
+    return false;
+}
+
+/* mg: tok[0] is "mg", tok[1] the key, the rest flags. */
+static bool cn_mg(cn_server *s, cn_conn *c, char **tok, size_t *tlen, int nt)
+{
+    uint32_t n = 0;
+    s->gets++;
+    bool hit = kv_key_parse(tok[1], tlen[1], &n);
+    bool quiet = cn_has_flag(tok + 2, tlen + 2, nt - 2, 'q');
+    bool value = cn_has_flag(tok + 2, tlen + 2, nt - 2, 'v');
+    uint32_t len = hit ? kv_value_len(&s->kv, n) : 0;
+    if (!hit && quiet)
+        return true;
+    if (hit)
+        s->hits++;
+    char num[12];
+    size_t nl = kv_utoa(num, len);
+    bool ok = !hit ? CN_OUT_LIT(c, "EN")
+                   : value ? CN_OUT_LIT(c, "VA ") && cn_out(c, num, nl)
+                           : CN_OUT_LIT(c, "HD");
+    ok = ok && cn_meta_flags(c, tok + 2, tlen + 2, nt - 2, tok[1], tlen[1],
+                             hit, n, len) &&
+         CN_OUT_LIT(c, "\r\n");
+    if (ok && hit && value)
+        ok = cn_out(c, kv_value(&s->kv, n), len) && CN_OUT_LIT(c, "\r\n");
+    return ok;
+}
+
 /* Splits line[0..len) into at most max space-separated tokens. */
 static int cn_tokens(char *line, size_t len, char **tok, size_t *tlen, int max)
 {
@@ -192,28 +265,38 @@ static bool cn_process(cn_server *s, cn_conn *c)
         if (len > 0 && line[len - 1] == '\r')
             len--;
 
-        char *tok[8];
-        size_t tlen[8];
-        int nt = cn_tokens(line, len, tok, tlen, 8);
+        char *tok[CN_TOKENS_MAX];
+        size_t tlen[CN_TOKENS_MAX];
+        int nt = cn_tokens(line, len, tok, tlen, CN_TOKENS_MAX);
         bool ok = true;
+        /* A storage command: the token giving its data's length. */
+        int data_tok = 0;
+        bool meta = nt >= 3 && cn_is(tok[0], tlen[0], "ms");
+        if (meta)
+            data_tok = 2;
+        else if (nt >= 5 && (cn_is(tok[0], tlen[0], "set") ||
+                             cn_is(tok[0], tlen[0], "add") ||
+                             cn_is(tok[0], tlen[0], "replace") ||
+                             cn_is(tok[0], tlen[0], "append") ||
+                             cn_is(tok[0], tlen[0], "prepend") ||
+                             cn_is(tok[0], tlen[0], "cas")))
+            data_tok = 4;
         if (nt >= 2 && (cn_is(tok[0], tlen[0], "get") ||
                         cn_is(tok[0], tlen[0], "gets"))) {
-            /* Keys past the eighth token are rare enough to split off. */
+            /* Keys past CN_TOKENS_MAX are rare enough to split off. */
             char *t[256];
             size_t tl[256];
             int nk = cn_tokens(line, len, t, tl, 256);
             for (int i = 1; i < nk && ok; i++)
                 ok = cn_value(s, c, t[i], tl[i]);
             ok = ok && CN_OUT_LIT(c, "END\r\n");
-        } else if (nt >= 5 && (cn_is(tok[0], tlen[0], "set") ||
-                               cn_is(tok[0], tlen[0], "add") ||
-                               cn_is(tok[0], tlen[0], "replace") ||
-                               cn_is(tok[0], tlen[0], "append") ||
-                               cn_is(tok[0], tlen[0], "prepend") ||
-                               cn_is(tok[0], tlen[0], "cas"))) {
+        } else if (nt >= 2 && cn_is(tok[0], tlen[0], "mg")) {
+            ok = cn_mg(s, c, tok, tlen, nt);
+        } else if (data_tok > 0) {
             char num[16];
-            size_t bl = tlen[4] < sizeof(num) ? tlen[4] : sizeof(num) - 1;
-            memcpy(num, tok[4], bl);
+            size_t bl = tlen[data_tok] < sizeof(num) ? tlen[data_tok]
+                                                     : sizeof(num) - 1;
+            memcpy(num, tok[data_tok], bl);
             num[bl] = '\0';
             char *end;
             unsigned long bytes = strtoul(num, &end, 10);
@@ -237,10 +320,16 @@ static bool cn_process(cn_server *s, cn_conn *c)
                 }
                 used += bytes + 2;
                 s->sets++;
-                bool noreply = nt >= 6 && cn_is(tok[nt - 1], tlen[nt - 1],
-                                                "noreply");
-                if (!noreply)
+                if (meta) {
+                    if (!cn_has_flag(tok + 3, tlen + 3, nt - 3, 'q'))
+                        ok = CN_OUT_LIT(c, "HD") &&
+                             cn_meta_flags(c, tok + 3, tlen + 3, nt - 3,
+                                           tok[1], tlen[1], false, 0, 0) &&
+                             CN_OUT_LIT(c, "\r\n");
+                } else if (!(nt >= 6 && cn_is(tok[nt - 1], tlen[nt - 1],
+                                              "noreply"))) {
                     ok = CN_OUT_LIT(c, "STORED\r\n");
+                }
             }
         } else if (nt >= 1 && cn_is(tok[0], tlen[0], "delete")) {
             ok = CN_OUT_LIT(c, "NOT_FOUND\r\n");

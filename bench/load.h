@@ -8,6 +8,15 @@
  *     FIFO in the order they were written; replies arrive in that order
  *     (the memcached text protocol answers in order), so the head of the
  *     FIFO says what the next reply must be;
+ *   - with the quiet meta protocol (--meta, LD_META_QUIET) a request that
+ *     succeeds may not be answered at all (a get that misses, a set that
+ *     stored), so every batch written ends with "mn", whose marker
+ *     (LD_MN) follows the batch's requests in the FIFO: a reply answers
+ *     the first request of the head batch it names (a VA carries its key),
+ *     the requests it skips over were the silent ones, and MN settles the
+ *     rest of the batch. Markers are not requests: `pending` counts the
+ *     requests alone, and the FIFO has room for a marker per request plus
+ *     one (at most one batch is answered but for its MN);
  *   - a request is counted in the phase that issued it, when its reply is
  *     parsed; a reply that cannot be parsed ends its connection (the
  *     stream cannot be resynchronised) and is counted as a protocol error;
@@ -31,7 +40,17 @@
 #include "hist.h"
 #include "kv.h"
 
-enum ld_op { LD_GET = 0, LD_SET = 1 };
+/* LD_MN: not a request but the "mn" closing a quiet batch (see above). */
+enum ld_op { LD_GET = 0, LD_SET = 1, LD_MN = 2 };
+
+/* The protocol tc-load speaks. */
+enum ld_proto {
+    LD_TEXT = 0,    /* get / set, one reply each */
+    LD_META,        /* mg <key> k f v / ms <key> <len> T0 F<flags>: one
+                     * reply each (VA or EN, HD) */
+    LD_META_QUIET   /* the same with q, every batch closed by mn: hits
+                     * answer VA, misses and stored sets nothing */
+};
 
 #define LD_AHEAD 32
 
@@ -61,6 +80,7 @@ typedef struct ld_conn {
     uint32_t mask;
     uint32_t head; /* next reply expected */
     uint32_t tail; /* next free slot */
+    uint32_t pending; /* requests in the FIFO (LD_MN markers left out) */
     char *rbuf;
     size_t rcap, rlen;
     char *wbuf;
@@ -91,6 +111,7 @@ typedef struct ld_opts {
     double skew;        /* 0: uniform */
     uint32_t vmin, vmax;
     unsigned ratio_get, ratio_set;
+    int proto; /* enum ld_proto */
     bool prefill;
     uint32_t verify;
     uint64_t seed;

@@ -12,6 +12,15 @@ and its key-range options: --key-offset moves the keys (a real server
 misses the keys below the range it was filled with), the background group
 (--bg-*) is counted apart and keeps its --bg-rate.
 
+The meta protocol (tc-load --meta, quiet: mg/ms with q and an mn closing
+every batch; --meta=noq, a reply each) runs the same checks against every
+server, and a real server's misses (which say nothing in quiet mode) must
+be counted as misses; fake servers check that tc-load rejects what the
+quiet protocol forbids (an HD or EN that q suppresses, a VA for a key no
+get of the batch asked for), and that hits and misses are counted exactly
+however the misses fall within batches (a server answering even keys
+only).
+
 tiercached runs with its disk tier in a fresh temporary --dir, removed at
 the end.
 
@@ -128,6 +137,34 @@ def against_server(tap, label, tc, port):
                 "pipelining", rc, res, out, 2000)
 
 
+def meta(tap, label, tc, port, real):
+    """The meta protocol, quiet and not, against a server that speaks it."""
+    for mode in ("--meta", "--meta=noq"):
+        n = 5000
+        rc, res, out = tc_load(tc, port, mode, "--prefill", "-k", "2000",
+                               "-n", str(n), "-c", "4", "-d", "8", "-r", "9:1",
+                               "-z", "0.99", "-V", "1-3000", "--verify", "200",
+                               "--seed", "9")
+        check_clean(tap, f"{label}: {mode}: {n} mixed requests (mg, ms), "
+                    "values 1-3000 B, all checked", rc, res, out, n)
+        rc, res, out = tc_load(tc, port, mode, "-k", "2000", "-n", "1000",
+                               "-c", "1", "-d", "1", "-V", "1-3000")
+        check_clean(tap, f"{label}: {mode}: 1000 gets on one connection "
+                    "without pipelining", rc, res, out, 1000)
+        if real:
+            # Keys 1000..2999 of which only 1000..1999 were stored: the
+            # quiet misses answer nothing and must still be counted.
+            rc, res, out = tc_load(tc, port, mode, "--key-offset", "1000",
+                                   "-k", "2000", "-n", "3000", "-c", "2",
+                                   "-d", "16", "-V", "1-3000")
+            tap.ok(rc == 0 and res is not None and res["errors"] == 0 and
+                   res["wrong_values"] == 0 and res["ops"] == 3000 and
+                   res["hits"] > 0 and res["misses"] > 0 and
+                   res["hits"] + res["misses"] == 3000,
+                   f"{label}: {mode}: hits and misses (half the keys never "
+                   "stored) counted, every hit checked", out)
+
+
 def key_ranges(tap, label, tc, port, real):
     """--key-offset and the background group. On a real server (which
     stores what it is sent) keys below the filled range must miss."""
@@ -166,8 +203,9 @@ def bg_rate(tap, tc, port):
     tap.ok(rc == 2, "tc-load refuses key numbers past 2^32 - 1", out)
 
 
-def garbage_server(port_box, ready):
-    """Accepts one connection and answers anything with a non-reply."""
+def garbage_server(port_box, ready, reply=b"HELLO THERE\r\n"):
+    """Accepts one connection and answers its first read with `reply`
+    (by default a non-reply)."""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))
@@ -179,13 +217,104 @@ def garbage_server(port_box, ready):
         conn, _ = srv.accept()
         conn.settimeout(RUN_TIMEOUT)
         conn.recv(65536)
-        conn.sendall(b"HELLO THERE\r\n")
+        conn.sendall(reply)
         time.sleep(0.5)
         conn.close()
     except OSError:
         pass
     finally:
         srv.close()
+
+
+def filter_server(box, ready, canned_port, quiet):
+    """Accepts one connection of mg and mn and answers the gets of keys
+    whose number is even with canned's value and the others as misses
+    (nothing with q, EN without); box gets the number of hits sent."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(RUN_TIMEOUT)
+    box.append(srv.getsockname()[1])
+    ready.set()
+    hits = 0
+    try:
+        conn, _ = srv.accept()
+        up = socket.create_connection(("127.0.0.1", canned_port),
+                                      timeout=RUN_TIMEOUT)
+        conn.settimeout(RUN_TIMEOUT)
+        buf = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            out = []
+            while b"\r\n" in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                words = line.split()
+                if words[:1] == [b"mn"]:
+                    out.append(b"MN\r\n")
+                elif words[:1] == [b"mg"] and int(words[1][-1:]) % 2 == 0:
+                    up.sendall(line + b"\r\nmn\r\n")
+                    got = b""
+                    while not got.endswith(b"MN\r\n"):
+                        got += up.recv(65536)
+                    out.append(got[:-4])
+                    hits += 1
+                elif words[:1] == [b"mg"]:
+                    if not quiet:
+                        out.append(b"EN\r\n")
+                else:
+                    out.append(b"ERROR\r\n")
+            conn.sendall(b"".join(out))
+        up.close()
+        conn.close()
+    except (OSError, ValueError):
+        pass
+    finally:
+        srv.close()
+        box.append(hits)
+
+
+def meta_gaps(tap, tc, canned_port):
+    """Hits and misses counted exactly, whatever way the misses (silent
+    with q) fall within batches and reads."""
+    for mode, quiet in (("--meta", True), ("--meta=noq", False)):
+        box, ready = [], threading.Event()
+        t = threading.Thread(target=filter_server,
+                             args=(box, ready, canned_port, quiet),
+                             daemon=True)
+        t.start()
+        ready.wait(5)
+        n = 3000
+        rc, res, out = tc_load(tc, box[0], mode, "-k", "50", "-n", str(n),
+                               "-c", "1", "-d", "16", "-V", "1-3000")
+        t.join(RUN_TIMEOUT)
+        sent = box[1] if len(box) > 1 else None
+        tap.ok(rc == 0 and res is not None and sent is not None and
+               res["errors"] == 0 and res["wrong_values"] == 0 and
+               res["hits"] == sent and res["misses"] == n - sent and
+               0 < sent < n,
+               f"{mode}: a server answering even keys only: hits and misses "
+               f"counted exactly (sent {sent} hits)", out)
+
+
+def meta_spoken(port, tap, name):
+    """Whether the server answers mn with MN: a named failure if not,
+    rather than a pile of tc-load errors."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"mn\r\n")
+            data = b""
+            while not data.endswith(b"\r\n"):
+                chunk = s.recv(1024)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as e:
+        data = str(e).encode()
+    return tap.ok(data == b"MN\r\n", f"{name}: speaks the meta protocol "
+                  "(mn answered MN)", f"mn answered {data!r}")
 
 
 def main():
@@ -224,23 +353,55 @@ def main():
                    out)
             key_ranges(tap, "canned", a.tc_load, port, False)
             bg_rate(tap, a.tc_load, port)
+            meta(tap, "canned", a.tc_load, port, False)
+            meta_gaps(tap, a.tc_load, port)
+            for mode in ("--meta", "--meta=noq"):
+                rc, res, out = tc_load(a.tc_load, port, mode, "-k", "100",
+                                       "-n", "500", "-V", "1-2999")
+                tap.ok(rc == 1 and res is not None and
+                       res["wrong_values"] > 0,
+                       f"{mode}: wrong values are counted and fail the run",
+                       out)
 
-        box, ready = [], threading.Event()
-        t = threading.Thread(target=garbage_server, args=(box, ready),
-                             daemon=True)
-        t.start()
-        ready.wait(5)
-        rc, res, out = tc_load(a.tc_load, box[0], "-c", "1", "-n", "10")
+        def fake(reply, *args):
+            box, ready = [], threading.Event()
+            t = threading.Thread(target=garbage_server,
+                                 args=(box, ready, reply), daemon=True)
+            t.start()
+            ready.wait(5)
+            return tc_load(a.tc_load, box[0], "-c", "1", *args)
+
+        rc, res, out = fake(b"HELLO THERE\r\n", "-n", "10")
         tap.ok(rc == 1 and res is not None and res["protocol_errors"] > 0
                and res["errors"] >= 10,
                "a reply outside the protocol is a protocol error and fails "
                "the run", out)
+        # Quiet meta: one batch of 4 gets of key 0 (-k 1) closed by mn.
+        for reply, what in (
+                (b"HD\r\nMN\r\n", "an HD that q suppresses"),
+                (b"EN\r\nMN\r\n", "an EN that q suppresses"),
+                (b"VA 1 kkey:0000000001 f0\r\nx\r\nMN\r\n",
+                 "a VA for a key no get of the batch asked for"),
+                (b"VA 100 f0\r\n" + b"x" * 100 + b"\r\nMN\r\n",
+                 "a VA without the k flag asked for")):
+            rc, res, out = fake(reply, "--meta", "-k", "1", "-d", "4",
+                                "-n", "4")
+            tap.ok(rc == 1 and res is not None and
+                   res["protocol_errors"] > 0 and res["errors"] >= 4,
+                   f"--meta: {what} is a protocol error and fails the run",
+                   out)
+        rc, res, out = fake(b"MN\r\n", "--meta", "-k", "1", "-d", "4",
+                            "-n", "4")
+        tap.ok(rc == 0 and res is not None and res["misses"] == 4 and
+               res["errors"] == 0,
+               "--meta: a batch answered by MN alone is 4 misses", out)
 
         servers = [("memcached", a.memcached), ("tiercached", a.tiercached)]
         for name, path in servers:
             if not path or not os.path.exists(path):
                 for what in ("mixed requests", "one connection",
-                             "key offset", "keys below the range"):
+                             "key offset", "keys below the range",
+                             "meta protocol"):
                     tap.skip(f"{name}: {what}", "not built or installed")
                 continue
             sport = free_port()
@@ -256,6 +417,8 @@ def main():
             if tap.ok(wait_port(sport, p), f"{name} starts", argv):
                 against_server(tap, name, a.tc_load, sport)
                 key_ranges(tap, name, a.tc_load, sport, True)
+                if meta_spoken(sport, tap, name):
+                    meta(tap, name, a.tc_load, sport, True)
     finally:
         for p in procs:
             stop(p)

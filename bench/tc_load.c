@@ -1,6 +1,7 @@
 /*
- * tc_load.c - tc-load, a load generator for the memcached text protocol:
- * options, the phases of a run, and the report.
+ * tc_load.c - tc-load, a load generator for the memcached text protocol
+ * (get and set, or with --meta the meta commands mg, ms and mn): options,
+ * the phases of a run, and the report.
  *
  * One thread drives every connection through epoll. Each connection keeps
  * up to `depth` requests in flight: whenever it has room (and no write
@@ -76,6 +77,11 @@ static void ld_usage(FILE *f)
 "  -z, --zipf S           Zipf-distributed keys with skew S; 0 or absent:\n"
 "                         uniform. Key 0 is the most popular.\n"
 "  -V, --value-size N|A-B value size in bytes, fixed or a range (100)\n"
+"      --meta[=q|noq]     speak the meta protocol: gets \"mg <key> k f v\",\n"
+"                         sets \"ms <key> <bytes> T0 F<flags>\"; q (the\n"
+"                         default) adds q to each and closes every batch\n"
+"                         with mn (misses and stored sets answer nothing),\n"
+"                         noq expects one reply per request\n"
 "      --prefill          first store every key of the key space\n"
 "      --verify N         after the prefill, get N keys spread over the\n"
 "                         key space and check them (1000; 0: none)\n"
@@ -144,6 +150,7 @@ enum {
     OPT_JSON,
     OPT_NO_SPIN,
     OPT_KEY_OFFSET,
+    OPT_META,
     OPT_BG_CONNS,
     OPT_BG_DEPTH,
     OPT_BG_KEYS,
@@ -174,6 +181,7 @@ static int ld_options(int argc, char **argv, ld_opts *o)
         {"json", no_argument, NULL, OPT_JSON},
         {"no-spin", no_argument, NULL, OPT_NO_SPIN},
         {"key-offset", required_argument, NULL, OPT_KEY_OFFSET},
+        {"meta", optional_argument, NULL, OPT_META},
         {"bg-conns", required_argument, NULL, OPT_BG_CONNS},
         {"bg-depth", required_argument, NULL, OPT_BG_DEPTH},
         {"bg-keys", required_argument, NULL, OPT_BG_KEYS},
@@ -256,6 +264,14 @@ static int ld_options(int argc, char **argv, ld_opts *o)
             ok = ld_parse_u64(optarg, UINT32_MAX, &v);
             o->key_offset = (uint32_t)v;
             break;
+        case OPT_META:
+            if (optarg == NULL || strcmp(optarg, "q") == 0)
+                o->proto = LD_META_QUIET;
+            else if (strcmp(optarg, "noq") == 0)
+                o->proto = LD_META;
+            else
+                ok = false;
+            break;
         case OPT_BG_CONNS:
             ok = ld_parse_u64(optarg, LD_MAX_CONNS, &v);
             o->bg_conns = (unsigned)v;
@@ -283,7 +299,7 @@ static int ld_options(int argc, char **argv, ld_opts *o)
         }
         if (!ok) {
             fprintf(stderr, "tc-load: bad value for -%c: %s\n",
-                    ch < 256 ? ch : '-', optarg);
+                    ch < 256 ? ch : '-', optarg ? optarg : "");
             return 2;
         }
     }
@@ -472,6 +488,12 @@ static double ld_us(uint64_t ns)
     return (double)ns / 1000.0;
 }
 
+static const char *ld_proto_name(int proto)
+{
+    return proto == LD_META_QUIET ? "meta-q" : proto == LD_META ? "meta-noq"
+                                                                : "text";
+}
+
 static void ld_report(const ld *L, bool completed)
 {
     const ld_opts *o = &L->o;
@@ -497,10 +519,10 @@ static void ld_report(const ld *L, bool completed)
     if (!o->json_only) {
         printf("tc-load: %s:%u, %u conns x depth %u, %" PRIu32 " keys %s "
                "from key %" PRIu32 ", values %" PRIu32 "-%" PRIu32
-               " bytes, gets:sets %u:%u, seed %" PRIu64 "\n",
+               " bytes, gets:sets %u:%u, seed %" PRIu64 ", protocol %s\n",
                o->host, o->port, o->conns, o->depth, o->keys, dist_name,
                o->key_offset, o->vmin, o->vmax, o->ratio_get, o->ratio_set,
-               o->seed);
+               o->seed, ld_proto_name(o->proto));
         if (o->prefill)
             printf("prefill: %" PRIu64 " sets in %.2f s (%.0f/s), %" PRIu64
                    " stored, %" PRIu64 " errors; verify: %" PRIu64
@@ -550,6 +572,7 @@ static void ld_report(const ld *L, bool completed)
            "\"depth\":%u,\"keys\":%" PRIu32 ",\"zipf\":%.3f,"
            "\"value_min\":%" PRIu32 ",\"value_max\":%" PRIu32 ","
            "\"ratio_get\":%u,\"ratio_set\":%u,\"seed\":%" PRIu64 ","
+           "\"proto\":\"%s\","
            "\"completed\":%s,\"seconds\":%.6f,\"ops\":%" PRIu64 ","
            "\"ops_per_sec\":%.1f,\"gets\":%" PRIu64 ",\"sets\":%" PRIu64 ","
            "\"hits\":%" PRIu64 ",\"misses\":%" PRIu64 ",\"stored\":%" PRIu64
@@ -568,8 +591,8 @@ static void ld_report(const ld *L, bool completed)
            "\"bg_max_us\":%.2f}\n",
            o->host, o->port, o->conns, o->depth, o->keys, o->skew, o->vmin,
            o->vmax, o->ratio_get, o->ratio_set, o->seed,
-           completed ? "true" : "false", secs, ops, rate, run->gets,
-           run->sets, run->hits, run->misses, run->stored,
+           ld_proto_name(o->proto), completed ? "true" : "false", secs, ops,
+           rate, run->gets, run->sets, run->hits, run->misses, run->stored,
            ld_us(hist_quantile(&L->lat, 0.5)),
            ld_us(hist_quantile(&L->lat, 0.9)),
            ld_us(hist_quantile(&L->lat, 0.99)),
