@@ -279,8 +279,16 @@ static void marith_vivify_and_ttl(void)
     c.cas = cas;
     TCT_EQ_ST(tc_marith(e, "n", 1, 1, 50, &c, &r), TC_OK);
     TCT_EQ_U64(r.number, 0);
-    TCT_EQ_U64((uint64_t)r.exptime, 0);
+    /* res.exptime is the expiry before the call's TTL; the item has the
+     * new one. */
+    TCT_EQ_U64((uint64_t)r.exptime, (uint64_t)(TCU_T0 + 100));
     TCT_CHECK(r.cas > cas);
+    tc_item *it;
+    TCT_EQ_ST(tc_mget(e, "n", 1, NULL, &it, NULL), TC_OK);
+    tc_view v;
+    tc_item_view(it, &v);
+    TCT_EQ_U64((uint64_t)v.exptime, 0);
+    tc_item_release(it);
     tc_meta_opts none = opts(0);
     TCT_EQ_ST(tc_marith(e, "missing", 7, 0, 1, &none, &r), TC_ENOTFOUND);
     tcu_set(e, "text", "abc");
