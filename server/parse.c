@@ -459,6 +459,15 @@ static bool mc_meta_flags(const mc_tok *t, size_t n, mc_request *req,
         default:
             return *err = MC_E_META_INVALID, false;
         }
+        switch (c) {
+        case 'k': case 'O': case 'c': case 'f': case 'h': case 'l':
+        case 's': case 't': case 'T':
+            if (m->nret < MC_META_RET_MAX)
+                m->ret[m->nret++] = c;
+            break;
+        default:
+            break;
+        }
     }
     return !bad;
 }
@@ -550,34 +559,6 @@ static mc_status mc_line_cmd(const mc_line *l, const char *buf, size_t len,
 {
     const mc_tok *c = &l->t[0];
     switch (c->n) {
-    case 2:
-        if (c->p[0] == 'm') {
-            switch (c->p[1]) {
-            case 'g':
-                req->cmd = MC_MG;
-                break;
-            case 's':
-                req->cmd = MC_MS;
-                break;
-            case 'd':
-                req->cmd = MC_MD;
-                break;
-            case 'a':
-                req->cmd = MC_MA;
-                break;
-            case 'e':
-                req->cmd = MC_ME;
-                break;
-            case 'n':
-                /* As memcached, arguments are ignored. */
-                *used = l->len;
-                return req->cmd = MC_MN, MC_OK;
-            default:
-                goto unknown;
-            }
-            return mc_meta_cmd(buf, len, l, item_max, req, used, err, swallow);
-        }
-        break;
     case 3:
         if (TOK_IS(c, "get"))
             return req->cmd = MC_GET, mc_retrieval(l, buf, req, used, err);
@@ -662,7 +643,6 @@ static mc_status mc_line_cmd(const mc_line *l, const char *buf, size_t len,
     default:
         break;
     }
-unknown:
     *used = l->len;
     *err = MC_E_UNKNOWN;
     return MC_ERROR;
@@ -697,6 +677,27 @@ mc_status mc_parse_from(const char *buf, size_t len, size_t scanned,
     l.len = (size_t)(nl - buf) + 1;
     l.end = nl > buf && nl[-1] == '\r' ? nl - 1 : nl;
 
+    /* Meta commands tokenize their lines themselves, once. */
+    const char *c = buf;
+    while (c < l.end && *c == ' ')
+        c++;
+    if (l.end - c >= 2 && c[0] == 'm' && (l.end - c == 2 || c[2] == ' ')) {
+        static const char names[] = "gsdaen";
+        static const mc_cmd cmds[] = {MC_MG, MC_MS, MC_MD,
+                                      MC_MA, MC_ME, MC_MN};
+        const char *w = c[1] != '\0' ? strchr(names, c[1]) : NULL;
+        if (w != NULL) {
+            req->cmd = cmds[w - names];
+            if (req->cmd == MC_MN) {
+                /* As memcached, arguments are ignored. */
+                *used = l.len;
+                return MC_OK;
+            }
+            return mc_meta_cmd(buf, len, &l, item_max, req, used, err,
+                               swallow);
+        }
+    }
+
     /* Only the get family may have more than a few tokens: take the
      * first few, the key list is walked later. */
     l.n = mc_tokenize(buf, l.end, l.t, MC_MAX_TOKENS);
@@ -706,9 +707,7 @@ mc_status mc_parse_from(const char *buf, size_t len, size_t scanned,
         return MC_ERROR;
     }
     if (l.n > MC_MAX_TOKENS) {
-        /* Meta commands tokenize their lines again (mc_meta_cmd). */
-        bool meta = l.t[0].n == 2 && l.t[0].p[0] == 'm';
-        if (!meta && !mc_is_keylist_cmd(buf, l.len)) {
+        if (!mc_is_keylist_cmd(buf, l.len)) {
             *used = l.len;
             *err = MC_E_UNKNOWN;
             return MC_ERROR;

@@ -70,6 +70,10 @@ typedef enum mc_cmd {
     MC_ME,
 } mc_cmd;
 
+/* A meta line holds at most this many flags (memcached counts 20 tokens
+ * with the command, the key and an empty last one). */
+#define MC_META_RET_MAX 20
+
 /* A meta flag's bit in mc_meta.seen: 'A'..'Z' and 'a'..'z'. */
 #define MC_MF(c) \
     ((c) >= 'a' ? (uint64_t)1 << ((c) - 'a' + 26) : (uint64_t)1 << ((c) - 'A'))
@@ -91,6 +95,10 @@ typedef struct mc_meta {
     char mode;           /* M; 0 when not given */
     const char *opaque;  /* O, with its letter (what replies echo) */
     size_t olen;
+    /* The flags a reply may echo or that order it (k O c f h l s t, and
+     * T), in the order given. */
+    uint8_t nret;
+    char ret[MC_META_RET_MAX];
     char kbuf[MC_KEY_MAX]; /* the key, base64-decoded (b) */
 } mc_meta;
 

@@ -274,21 +274,14 @@ static void on_simple(void *arg, const tc_result *r)
 static void meta_prepare(srv_op *op, const mc_request *req)
 {
     const mc_meta *m = &req->meta;
-    size_t pos = 0;
-    const char *tok;
-    size_t tn;
-    mc_request walk = {.keys = m->flags, .keys_len = m->flags_len};
 
     op->quiet = (m->seen & MC_MF('q')) != 0;
     op->value = (m->seen & MC_MF('v')) != 0;
     op->b64 = (m->seen & MC_MF('b')) != 0;
-    op->nret = 0;
-    while (mc_next_key(&walk, &pos, &tok, &tn) && op->nret < SRV_META_RET) {
-        /* T marks where the new TTL applies: a t before it shows the
-         * old one, as memcached, which walks the flags in order. */
-        if (strchr("kOcfhlstT", tok[0]) != NULL)
-            op->ret[op->nret++] = tok[0];
-    }
+    /* T among them marks where the new TTL applies: a t before it shows
+     * the old one, as memcached, which walks the flags in order. */
+    op->nret = m->nret;
+    memcpy(op->ret, m->ret, m->nret);
     op->ttl = m->ttl;
     op->olen = (uint8_t)m->olen;
     if (m->olen > 0)

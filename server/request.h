@@ -14,7 +14,7 @@
 #include "parse.h"
 
 /* The most flags a meta reply echoes (a line holds at most 20 tokens). */
-#define SRV_META_RET 20
+#define SRV_META_RET MC_META_RET_MAX
 
 typedef struct srv_op {
     struct srv_op *next; /* the worker's free list */
