@@ -390,6 +390,7 @@ tc_status indexer_start(disk *d)
         return st;
     if (pthread_create(&d->indexer, NULL, indexer_main, d) != 0)
         return TC_ENOMEM;
+    pthread_setname_np(d->indexer, "tc-index"); /* for top -H, perf */
     d->indexer_started = true;
     return TC_OK;
 }

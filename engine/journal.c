@@ -518,6 +518,7 @@ tc_status journal_start(disk *d)
     }
     if (pthread_create(&d->writer, NULL, writer_main, d) != 0)
         return TC_ENOMEM;
+    pthread_setname_np(d->writer, "tc-journal"); /* for top -H, perf */
     d->writer_started = true;
     return TC_OK;
 }

@@ -450,6 +450,7 @@ tc_status reader_start(disk *d)
         return st;
     if (pthread_create(&r->thread, NULL, rd_main, r) != 0)
         return TC_ENOMEM;
+    pthread_setname_np(r->thread, "tc-reader"); /* for top -H, perf */
     r->started = true;
     return TC_OK;
 }

@@ -477,6 +477,8 @@ tc_status warm_start(disk *d, const warm_config *wc)
         st = zc_new(0, 0, &w->z);
     if (st == TC_OK && pthread_create(&w->thread, NULL, warm_main, w) != 0)
         st = TC_ENOMEM;
+    if (st == TC_OK)
+        pthread_setname_np(w->thread, "tc-warm"); /* for top -H, perf */
     if (st != TC_OK) {
         warm_stop(d);
         return st;

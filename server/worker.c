@@ -7,6 +7,7 @@
  * them the worker resumes the connections they unblocked, in one pass.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -157,6 +158,9 @@ int worker_start(worker *w, server *srv, unsigned id)
         ev_loop_destroy(w->loop);
         return -1;
     }
+    char name[16];
+    snprintf(name, sizeof(name), "tc-worker-%u", w->id);
+    pthread_setname_np(w->thread, name); /* for top -H, perf */
     return 0;
 }
 
