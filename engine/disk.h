@@ -16,7 +16,10 @@
  * Read path. A key missing from memory whose hash the filter may hold is
  * loaded by disk_load(): a reader thread looks the key up in the index,
  * reads the record, checks it, decompresses it, and promotes the item to
- * the memory tier unless a newer version got there first.
+ * the memory tier unless a newer version got there first. A caller that
+ * must not wait tries disk_load_fast() first, which does the same on its
+ * own thread when no step needs the device (the record is in the page
+ * cache), and says TC_PENDING otherwise.
  *
  * Ordering and crash rules, as DESIGN.md has them, except:
  *   - durability "none" indexes records once written, not once durable
