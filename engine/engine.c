@@ -236,13 +236,15 @@ void engine_meta(tc_engine *e, engine_op *op, const tc_meta_opts *o)
     memset(&op->mm, 0, sizeof(op->mm));
     if (o == NULL)
         return;
-    uint32_t now = engine_now(e);
     op->mm.set = o->set & (TC_MO_TTL | TC_MO_VIVIFY | TC_MO_RECACHE |
                            TC_MO_CAS | TC_MO_INVALIDATE | TC_MO_NO_BUMP |
                            TC_MO_KEY64);
-    op->mm.ttl = engine_exptime(o->ttl, now);
-    op->mm.vivify = engine_exptime(o->vivify_ttl, now);
-    op->mm.recache = engine_exptime(o->recache_ttl, now);
+    if (op->mm.set & (TC_MO_TTL | TC_MO_VIVIFY | TC_MO_RECACHE)) {
+        uint32_t now = engine_now(e);
+        op->mm.ttl = engine_exptime(o->ttl, now);
+        op->mm.vivify = engine_exptime(o->vivify_ttl, now);
+        op->mm.recache = engine_exptime(o->recache_ttl, now);
+    }
     op->mm.cas = o->cas;
     op->mm.initial = o->initial;
 }
