@@ -84,42 +84,18 @@ static void watchdog(unsigned seconds, const char *what)
 
 /* ---- files ---- */
 
-static void rm_rf(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            char p[600];
-            snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
-            struct stat sb;
-            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-                rm_rf(p);
-            else
-                unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(path);
-}
-
 static void fresh_dir(void)
 {
-    if (dir[0] != '\0')
-        rm_rf(dir);
-    snprintf(dir, sizeof(dir), "/tmp/tc-damage-XXXXXX");
-    TCT_CHECK(mkdtemp(dir) != NULL);
+    tcu_fresh_dir(dir, "tc-damage");
     snprintf(work, sizeof(work), "%s.work", dir);
-    rm_rf(work);
+    tcu_rm_rf(work);
 }
 
 static void remove_dirs(void)
 {
     if (dir[0] != '\0') {
-        rm_rf(dir);
-        rm_rf(work);
+        tcu_rm_rf(dir);
+        tcu_rm_rf(work);
     }
 }
 
@@ -650,7 +626,7 @@ static bool zeros_from(const dseg *d, int si, size_t off)
 /* Writes the damaged copy: segments, and the phase-A index or none. */
 static void write_copy(const dseg *d, bool with_index)
 {
-    rm_rf(work);
+    tcu_rm_rf(work);
     TCT_CHECK(mkdir(work, 0755) == 0);
     for (size_t si = 0; si < nsegs; si++) {
         char p[600], name[32];
@@ -920,7 +896,7 @@ static void damage_round(tcu_clock *clk, unsigned round, uint64_t rseed,
         if (replay) {
             char p[600];
             snprintf(p, sizeof(p), "%s/index", work);
-            rm_rf(p);
+            tcu_rm_rf(p);
         }
         e = dmg_open(clk, work);
         if (replay) {

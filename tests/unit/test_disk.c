@@ -29,33 +29,9 @@ static char dir[256];
 
 /* ---- helpers ---- */
 
-static void rm_rf(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
-            struct stat sb;
-            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-                rm_rf(p);
-            else
-                unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(path);
-}
-
 static void fresh_dir(void)
 {
-    if (dir[0] != '\0')
-        rm_rf(dir);
-    snprintf(dir, sizeof(dir), "/tmp/tc-disk-XXXXXX");
-    TCT_CHECK(mkdtemp(dir) != NULL);
+    tcu_fresh_dir(dir, "tc-disk");
 }
 
 static void cfg_disk(tc_config *cfg, tcu_clock *clk)
@@ -406,7 +382,7 @@ static void lost_index_rebuilt(void)
     tc_close(e);
     char p[512];
     snprintf(p, sizeof(p), "%s/index", dir);
-    rm_rf(p);
+    tcu_rm_rf(p);
     e = open_disk(&clk);
     TCT_EQ_U64(tcu_stat(e, "recovery_records"), 301);
     TCT_EQ_U64(tcu_stat(e, "disk_items"), 299);
@@ -494,7 +470,7 @@ static void damage_in_the_middle_skipped(void)
     flip_byte(path, offs[40] + SEG_REC_HDR + 2); /* inside record 40 */
     char p[512];
     snprintf(p, sizeof(p), "%s/index", dir);
-    rm_rf(p);
+    tcu_rm_rf(p);
     e = open_disk(&clk);
     TCT_EQ_U64(tcu_stat(e, "recovery_skipped"), 1);
     TCT_EQ_U64(tcu_stat(e, "recovery_cut_bytes"), 0);
@@ -538,7 +514,7 @@ static void torn_tail_cut(void)
     flip_byte(path, offs[49] + 10); /* the last record's LSN */
     char p[512];
     snprintf(p, sizeof(p), "%s/index", dir);
-    rm_rf(p);
+    tcu_rm_rf(p);
     e = open_disk(&clk);
     TCT_CHECK(tcu_stat(e, "recovery_cut_bytes") > 0);
     TCT_EQ_U64(tcu_stat(e, "recovery_skipped"), 0);
@@ -546,7 +522,7 @@ static void torn_tail_cut(void)
     expect_absent(e, "t:49");
     put(e, "t:new", "after the cut", 0, 0);
     tc_close(e);
-    rm_rf(p);
+    tcu_rm_rf(p);
     e = open_disk(&clk);
     TCT_EQ_U64(tcu_stat(e, "recovery_records"), 50);
     expect(e, "t:new", "after the cut");
@@ -878,6 +854,6 @@ int main(int argc, char **argv)
     }
     printf("1..%d\n", num);
     if (dir[0] != '\0')
-        rm_rf(dir);
+        tcu_rm_rf(dir);
     return failed > 0 ? 1 : 0;
 }

@@ -28,33 +28,9 @@
 static const char *backend = "threads";
 static char dir[256];
 
-static void rm_rf(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
-            struct stat sb;
-            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-                rm_rf(p);
-            else
-                unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(path);
-}
-
 static void fresh_dir(void)
 {
-    if (dir[0] != '\0')
-        rm_rf(dir);
-    snprintf(dir, sizeof(dir), "/tmp/tc-warm-XXXXXX");
-    TCT_CHECK(mkdtemp(dir) != NULL);
+    tcu_fresh_dir(dir, "tc-warm");
 }
 
 /* What the log callback received (the engine calls it from its
@@ -590,6 +566,6 @@ int main(int argc, char **argv)
     }
     printf("1..%d\n", num);
     if (dir[0] != '\0')
-        rm_rf(dir);
+        tcu_rm_rf(dir);
     return failed > 0 ? 1 : 0;
 }
