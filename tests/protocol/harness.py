@@ -741,3 +741,27 @@ class Suite:
 def run(suite):
     """Entry point for test files: sys.exit(run(suite))."""
     sys.exit(suite.run())
+
+
+# ---- servers on a data directory (the disk tier's tests) ----
+
+def temp_data_dir(t, prefix="tiercache-"):
+    """A new empty directory, removed when test t ends."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    t.defer(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def server_on_dir(t, suite, d, *extra):
+    """A started server of suite on data directory d, stopped when test t
+    ends (if the test did not stop it)."""
+    srv = Server(suite.binary, ["--dir", d] + list(extra), suite.user_args)
+    srv.start()
+    t.defer(srv.stop)
+    return srv
+
+
+def stop_clean(t, srv):
+    """Stops srv (SIGTERM) and checks it exited cleanly."""
+    problem = srv.stop()
+    t.check(problem is None, "clean stop: %s" % problem)

@@ -10,12 +10,10 @@ on-disk format, recovery and capacity.
 """
 
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 
-from harness import Failure, Server, Suite, free_port, run
+from harness import Failure, Suite, free_port, run, server_on_dir, stop_clean, temp_data_dir
 
 S = Suite(__doc__)
 
@@ -23,22 +21,13 @@ ONLY = dict(only="tiercached", reason="the disk tier is tiercached's")
 
 
 def data_dir(t):
-    d = tempfile.mkdtemp(prefix="tiercache-disk-")
-    t.defer(lambda: shutil.rmtree(d, ignore_errors=True))
-    return d
+    return temp_data_dir(t, "tiercache-disk-")
 
 
 def server_on(t, d, *extra):
     """A server on data directory d (stopped by the caller)."""
-    srv = Server(S.binary, ["--dir", d] + list(extra), S.user_args)
-    srv.start()
-    t.defer(srv.stop)
-    return srv
+    return server_on_dir(t, S, d, *extra)
 
-
-def stop_clean(t, srv):
-    problem = srv.stop()
-    t.check(problem is None, "clean stop: %s" % problem)
 
 
 @S.test(**ONLY)

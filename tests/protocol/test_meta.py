@@ -73,12 +73,10 @@ it does not do what protocol.txt says (all asserted here):
 import base64
 import os
 import re
-import shutil
 import signal
-import tempfile
 import threading
 
-from harness import Failure, Server, Suite, run
+from harness import Failure, Suite, run, server_on_dir, stop_clean, temp_data_dir
 
 S = Suite(__doc__)
 
@@ -1260,7 +1258,7 @@ def b_key_distinct_from_its_encoding(t):
 
 @S.test()
 def b_invalid_base64(t):
-    c, k = t.conn(), t.key()
+    c = t.conn()
     for key in (b"!!!!", b"Zm9", b"Zm9vYg", b"a"):
         c.call(b"mg %s b v\r\n" % key, DECODE, "mg %r" % key)
         c.call(b"ms %s 1 b\r\nx\r\n" % key, DECODE, "ms %r" % key)
@@ -1743,21 +1741,12 @@ def stampede_stale_item_one_winner_then_new_value(t):
 
 
 def data_dir(t):
-    d = tempfile.mkdtemp(prefix="tiercache-meta-")
-    t.defer(lambda: shutil.rmtree(d, ignore_errors=True))
-    return d
+    return temp_data_dir(t, "tiercache-meta-")
 
 
 def server_on(t, d, *extra):
-    srv = Server(S.binary, ["--dir", d] + list(extra), S.user_args)
-    srv.start()
-    t.defer(srv.stop)
-    return srv
+    return server_on_dir(t, S, d, *extra)
 
-
-def stop_clean(t, srv):
-    problem = srv.stop()
-    t.check(problem is None, "clean stop: %s" % problem)
 
 
 def push_out_of_memory(t, c, mib=24):

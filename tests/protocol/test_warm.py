@@ -8,13 +8,11 @@ snapshot's format, the memory limit, writes and deletes during the
 preload, and a corrupt or missing snapshot.
 """
 
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 
-from harness import Failure, Server, Suite, run
+from harness import Failure, Suite, run, server_on_dir, stop_clean, temp_data_dir
 
 S = Suite(__doc__)
 
@@ -23,21 +21,12 @@ N = 400
 
 
 def data_dir(t):
-    d = tempfile.mkdtemp(prefix="tiercache-warm-")
-    t.defer(lambda: shutil.rmtree(d, ignore_errors=True))
-    return d
+    return temp_data_dir(t, "tiercache-warm-")
 
 
 def server_on(t, d, *extra):
-    srv = Server(S.binary, ["--dir", d] + list(extra), S.user_args)
-    srv.start()
-    t.defer(srv.stop)
-    return srv
+    return server_on_dir(t, S, d, *extra)
 
-
-def stop_clean(t, srv):
-    problem = srv.stop()
-    t.check(problem is None, "clean stop: %s" % problem)
 
 
 def value_of(i):
