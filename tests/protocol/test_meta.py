@@ -1331,6 +1331,42 @@ def quiet_mg_pipeline_ended_by_mn(t):
     c.call(req, want)
 
 
+def write_syscalls(pid):
+    """The write system calls process pid made so far (/proc/<pid>/io)."""
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    raise Failure("no syscw in /proc/%d/io" % pid)
+
+
+@S.test(only="tiercached", reason="counts tiercached's own write calls")
+def quiet_pipeline_replies_leave_in_one_write(t):
+    if "--debug-defer" in S.user_args:
+        # Every call then completes later, as a disk read would, and a
+        # connection runs its next request only once the one before has
+        # completed (so that a pipeline's changes apply in order): one
+        # write per reply there.
+        t.skip("calls deferred (--debug-defer): one write per reply")
+    # A private memory-only server: no journal, nothing else writing.
+    srv = t.start_server(["--memory-only"])
+    c = t.conn(srv)
+    keys = [t.key(str(i)) for i in range(100)]
+    for i, k in enumerate(keys):
+        if i % 2 == 0:
+            ms(c, k, b"v%d" % i)
+    mn_ok(c)
+    req = b"".join(b"mg %s q v O%d\r\n" % (k, i)
+                   for i, k in enumerate(keys)) + b"mn\r\n"
+    want = b"".join(b"VA %d O%d\r\nv%d\r\n" % (len(b"v%d" % i), i, i)
+                    for i, k in enumerate(keys) if i % 2 == 0) + b"MN\r\n"
+    before = write_syscalls(srv.pid)
+    c.call(req, want)  # one send: the server reads it whole
+    after = write_syscalls(srv.pid)
+    t.check(after - before == 1, "the 50 replies and MN of one quiet batch "
+            "left in %d write calls, not 1" % (after - before))
+
+
 @S.test()
 def quiet_ms_md_ma_pipeline(t):
     c = t.conn()
