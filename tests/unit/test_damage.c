@@ -51,8 +51,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "io.h"
 #include "seg.h"
+#include "tcbackend.h"
 #include "tcutil.h"
 
 static const char *backend = "threads";
@@ -1188,11 +1188,8 @@ static void tiny_values_far_past_budget(void)
 
 static bool use_uring(void)
 {
-    io_config ic = {.backend = IO_BACKEND_URING};
-    io_queue *q = NULL;
-    if (io_queue_new(&ic, &q) != TC_OK)
+    if (!tcu_uring_usable())
         return false;
-    io_queue_free(&q);
     backend = "io_uring";
     backend_no = 1;
     return true;
@@ -1217,10 +1214,7 @@ int main(int argc, char **argv)
         tct_run(argc, argv, cases, n, &num, &failed);
         alarm(0);
     } else {
-        for (size_t i = 0; i < n; i++)
-            if (tct_selected(argc, argv, cases[i].name))
-                printf("ok %d - %s # SKIP io_uring unavailable\n", ++num,
-                       cases[i].name);
+        tcu_skip_uring(argc, argv, cases, n, &num);
     }
     printf("1..%d\n", num);
     remove_dirs();

@@ -20,8 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "io.h"
 #include "seg.h"
+#include "tcbackend.h"
 #include "tcutil.h"
 
 static const char *backend = "threads";
@@ -812,11 +812,8 @@ static void capacity_keeps_within_budget(void)
 
 static bool use_uring(void)
 {
-    io_config ic = {.backend = IO_BACKEND_URING};
-    io_queue *q = NULL;
-    if (io_queue_new(&ic, &q) != TC_OK)
+    if (!tcu_uring_usable())
         return false;
-    io_queue_free(&q);
     backend = "io_uring";
     return true;
 }
@@ -847,10 +844,7 @@ int main(int argc, char **argv)
         printf("# backend: io_uring\n");
         tct_run(argc, argv, cases, n, &num, &failed);
     } else {
-        for (size_t i = 0; i < n; i++)
-            if (tct_selected(argc, argv, cases[i].name))
-                printf("ok %d - %s # SKIP io_uring unavailable\n", ++num,
-                       cases[i].name);
+        tcu_skip_uring(argc, argv, cases, n, &num);
     }
     printf("1..%d\n", num);
     if (dir[0] != '\0')

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "io.h"
+#include "tcbackend.h"
 #include "tcutil.h"
 
 static const char *backend = "threads";
@@ -381,11 +381,8 @@ static void meta_on_disk_only_items(void)
 
 static bool use_uring(void)
 {
-    io_config ic = {.backend = IO_BACKEND_URING};
-    io_queue *q = NULL;
-    if (io_queue_new(&ic, &q) != TC_OK)
+    if (!tcu_uring_usable())
         return false;
-    io_queue_free(&q);
     backend = "io_uring";
     return true;
 }
@@ -415,10 +412,7 @@ int main(int argc, char **argv)
         printf("# backend: io_uring\n");
         tct_run(argc, argv, disk_cases, nd, &num, &failed);
     } else {
-        for (size_t i = 0; i < nd; i++)
-            if (tct_selected(argc, argv, disk_cases[i].name))
-                printf("ok %d - %s # SKIP io_uring unavailable\n", ++num,
-                       disk_cases[i].name);
+        tcu_skip_uring(argc, argv, disk_cases, nd, &num);
     }
     printf("1..%d\n", num);
     if (dir[0] != '\0')

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "idx.h"
-#include "io.h"
+#include "tcbackend.h"
 #include "tcutil.h"
 
 static const char *backend = "threads";
@@ -527,11 +527,8 @@ static void warm_off_does_nothing(void)
 
 static bool use_uring(void)
 {
-    io_config ic = {.backend = IO_BACKEND_URING};
-    io_queue *q = NULL;
-    if (io_queue_new(&ic, &q) != TC_OK)
+    if (!tcu_uring_usable())
         return false;
-    io_queue_free(&q);
     backend = "io_uring";
     return true;
 }
@@ -559,10 +556,7 @@ int main(int argc, char **argv)
         printf("# backend: io_uring\n");
         tct_run(argc, argv, cases, n, &num, &failed);
     } else {
-        for (size_t i = 0; i < n; i++)
-            if (tct_selected(argc, argv, cases[i].name))
-                printf("ok %d - %s # SKIP io_uring unavailable\n", ++num,
-                       cases[i].name);
+        tcu_skip_uring(argc, argv, cases, n, &num);
     }
     printf("1..%d\n", num);
     if (dir[0] != '\0')
