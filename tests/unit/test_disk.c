@@ -578,6 +578,30 @@ static void other_format_refused(void)
     printf("# %s\n", why);
 }
 
+/* Segments of format 1 (no item state in byte 19) are still read. */
+static void format_one_still_read(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "old", "format one", 5, 0);
+    tc_close(e);
+    char path[512];
+    TCT_EQ_INT(first_segment(path, sizeof(path)), 0);
+    int fd = open(path, O_RDWR);
+    unsigned char hb[SEG_HDR_SIZE];
+    TCT_CHECK(pread(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
+    seg_header h;
+    TCT_CHECK(seg_header_decode(hb, &h));
+    h.format = 1;
+    seg_header_encode(&h, hb);
+    TCT_CHECK(pwrite(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
+    close(fd);
+    e = open_disk(&clk);
+    tcu_expect(e, "old", "format one");
+    tc_close(e);
+}
+
 static void sync_durability_syncs(void)
 {
     tcu_clock clk = {0};
@@ -825,6 +849,7 @@ static const tct_case cases[] = {
     TCT(miss_costs_no_disk_read),      TCT(lost_index_rebuilt),
     TCT(damage_in_the_middle_skipped), TCT(torn_tail_cut),
     TCT(second_process_refused),       TCT(other_format_refused),
+    TCT(format_one_still_read),
     TCT(sync_durability_syncs),        TCT(async_disk_read),
     TCT(inline_disk_read),
     TCT(capacity_keeps_within_budget),
