@@ -341,14 +341,19 @@ static void ctx_visit(void *a, struct tc_item *it)
  * which is most of the cost of a read the page cache holds. TC_PENDING
  * when it must be a job after all.
  */
+static bool ctx_fast_ready(tc_ctx *ctx)
+{
+    if (ctx->fast == NULL && !ctx->fast_failed &&
+        disk_fast_new(ctx->e->dk, &ctx->fast) != TC_OK)
+        ctx->fast_failed = true;
+    return ctx->fast != NULL;
+}
+
 static tc_status ctx_get_inline(tc_ctx *ctx, const engine_op *op,
                                 tc_done_fn fn, void *arg)
 {
     tc_engine *e = ctx->e;
-    if (ctx->fast == NULL && !ctx->fast_failed &&
-        disk_fast_new(e->dk, &ctx->fast) != TC_OK)
-        ctx->fast_failed = true;
-    if (ctx->fast == NULL)
+    if (!ctx_fast_ready(ctx))
         return TC_PENDING;
     struct tc_item *it;
     tc_status st = disk_load_fast(e->dk, ctx->fast, op->h, op->key,
@@ -364,6 +369,34 @@ static tc_status ctx_get_inline(tc_ctx *ctx, const engine_op *op,
     }
     fn(arg, &r);
     tc_item_release(it);
+    return TC_OK;
+}
+
+/* A meta get of a key only on disk: loaded on this thread as a get is
+ * (ctx_get_inline), then run against memory, where the load put it. */
+static tc_status ctx_mget_inline(tc_ctx *ctx, const engine_op *op,
+                                 tc_done_fn fn, void *arg)
+{
+    tc_engine *e = ctx->e;
+    if (!ctx_fast_ready(ctx))
+        return TC_PENDING;
+    struct tc_item *it;
+    tc_status st = disk_load_fast(e->dk, ctx->fast, op->h, op->key,
+                                  op->klen, &it);
+    if (st != TC_OK && st != TC_ENOTFOUND)
+        return TC_PENDING;
+    tc_result r = {0};
+    mem_opt o = {.disk_checked = st == TC_ENOTFOUND, .after_load = true};
+    ctx_visit_arg va = {fn, arg, &r};
+    tc_status rs = engine_run(e, op, engine_now(e), &o, ctx_visit, &va, &r);
+    tc_item_release(it);
+    if (rs == MEM_ON_DISK)
+        return TC_PENDING; /* evicted at once: the job loads it again */
+    /* Counted as a get the disk answered, as a job counts it. */
+    if (!(op->mm.set & TC_MO_TTL))
+        engine_count_disk_get(e, st == TC_OK);
+    if (rs != TC_OK) /* a hit was answered by ctx_visit */
+        fn(arg, &r);
     return TC_OK;
 }
 
@@ -387,6 +420,9 @@ static tc_status ctx_start(tc_ctx *ctx, engine_op *op, tc_done_fn fn,
     tc_status st = engine_run(e, op, engine_now(e), &o, ctx_visit, &va, &r);
     if (st == MEM_ON_DISK && op->kind == OP_GET &&
         ctx_get_inline(ctx, op, fn, arg) == TC_OK)
+        return TC_OK;
+    if (st == MEM_ON_DISK && op->kind == OP_MGET &&
+        ctx_mget_inline(ctx, op, fn, arg) == TC_OK)
         return TC_OK;
     if (st == MEM_ON_DISK)
         return ctx_job_start(ctx, op, fn, arg);

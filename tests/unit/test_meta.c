@@ -377,6 +377,66 @@ static void meta_on_disk_only_items(void)
     tc_close(e);
 }
 
+typedef struct mg_got {
+    int calls;
+    tc_status st;
+    unsigned meta;
+    size_t vlen;
+} mg_got;
+
+static void mg_done(void *arg, const tc_result *r)
+{
+    mg_got *g = arg;
+    g->calls++;
+    g->st = r->status;
+    g->meta = r->meta;
+    g->vlen = r->view != NULL ? r->view->value_len : 0;
+}
+
+/* The context form reads a record the page cache holds on the calling
+ * thread: a meta get of an item only on disk completes before the call
+ * returns, with the item's state, and counts as a disk hit. */
+static void ctx_mget_of_disk_item_inline(void)
+{
+    tcu_clock clk = {0};
+    tcu_fresh_dir(dir, "tc-meta");
+    tc_engine *e = open_disk(&clk, 0);
+    char val[700];
+    memset(val, 'q', sizeof(val));
+    TCT_EQ_ST(tc_store(e, TC_SET, "dk", 2, val, sizeof(val), 0, 0, 0, NULL),
+              TC_OK);
+    tc_meta_opts inv = opts(TC_MO_INVALIDATE);
+    TCT_EQ_ST(tc_mdelete(e, "dk", 2, &inv, NULL), TC_OK);
+    tc_close(e);
+    e = open_disk(&clk, 0); /* nothing in memory; the files are cached */
+    tc_ctx *ctx;
+    TCT_EQ_ST(tc_ctx_new(e, &ctx), TC_OK);
+    tc_meta_opts none = opts(0);
+    mg_got g = {0};
+    TCT_EQ_ST(tc_ctx_mget(ctx, "dk", 2, &none, mg_done, &g), TC_OK);
+    TCT_EQ_INT(g.calls, 1);
+    TCT_EQ_ST(g.st, TC_OK);
+    TCT_EQ_U64(g.vlen, sizeof(val));
+    TCT_EQ_U64(g.meta & (TC_META_STALE | TC_META_WIN),
+               TC_META_STALE | TC_META_WIN);
+    TCT_EQ_U64(tcu_stat(e, "disk_reads_inline"), 1);
+    TCT_EQ_U64(tcu_stat(e, "get_disk_hits"), 1);
+    /* In memory now: the next one is a memory hit, and the win is gone. */
+    g.calls = 0;
+    TCT_EQ_ST(tc_ctx_mget(ctx, "dk", 2, &none, mg_done, &g), TC_OK);
+    TCT_EQ_INT(g.calls, 1);
+    TCT_EQ_U64(g.meta & (TC_META_WIN | TC_META_WON_BEFORE),
+               TC_META_WON_BEFORE);
+    TCT_EQ_U64(tcu_stat(e, "disk_reads"), 1);
+    TCT_EQ_U64(tcu_stat(e, "get_disk_hits"), 1);
+    /* A key nowhere: a miss, no read. */
+    g.calls = 0;
+    TCT_EQ_ST(tc_ctx_mget(ctx, "none", 4, &none, mg_done, &g), TC_OK);
+    TCT_EQ_ST(g.st, TC_ENOTFOUND);
+    tc_ctx_free(ctx);
+    tc_close(e);
+}
+
 /* ---- the run ---- */
 
 static bool use_uring(void)
@@ -397,6 +457,7 @@ static const tct_case mem_cases[] = {
 static const tct_case disk_cases[] = {
     TCT(state_kept_on_disk),
     TCT(meta_on_disk_only_items),
+    TCT(ctx_mget_of_disk_item_inline),
 };
 
 int main(int argc, char **argv)
