@@ -549,6 +549,23 @@ static void second_process_refused(void)
     tc_close(e2);
 }
 
+/* Rewrites the first segment's header with another format number (and
+ * a valid checksum). */
+static void set_segment_format(uint32_t format)
+{
+    char path[512];
+    TCT_EQ_INT(first_segment(path, sizeof(path)), 0);
+    int fd = open(path, O_RDWR);
+    unsigned char hb[SEG_HDR_SIZE];
+    TCT_CHECK(pread(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
+    seg_header h;
+    TCT_CHECK(seg_header_decode(hb, &h));
+    h.format = format;
+    seg_header_encode(&h, hb);
+    TCT_CHECK(pwrite(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
+    close(fd);
+}
+
 static void other_format_refused(void)
 {
     tcu_clock clk = {0};
@@ -556,18 +573,7 @@ static void other_format_refused(void)
     tc_engine *e = open_disk(&clk);
     put(e, "k", "v", 0, 0);
     tc_close(e);
-    char path[512];
-    TCT_EQ_INT(first_segment(path, sizeof(path)), 0);
-    /* Rewrite the header with the next format (and a valid checksum). */
-    int fd = open(path, O_RDWR);
-    unsigned char hb[SEG_HDR_SIZE];
-    TCT_CHECK(pread(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
-    seg_header h;
-    TCT_CHECK(seg_header_decode(hb, &h));
-    h.format = SEG_FORMAT + 1;
-    seg_header_encode(&h, hb);
-    TCT_CHECK(pwrite(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
-    close(fd);
+    set_segment_format(SEG_FORMAT + 1);
     tc_config cfg;
     char why[256] = "";
     cfg_disk(&cfg, &clk);
@@ -586,17 +592,7 @@ static void format_one_still_read(void)
     tc_engine *e = open_disk(&clk);
     put(e, "old", "format one", 5, 0);
     tc_close(e);
-    char path[512];
-    TCT_EQ_INT(first_segment(path, sizeof(path)), 0);
-    int fd = open(path, O_RDWR);
-    unsigned char hb[SEG_HDR_SIZE];
-    TCT_CHECK(pread(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
-    seg_header h;
-    TCT_CHECK(seg_header_decode(hb, &h));
-    h.format = 1;
-    seg_header_encode(&h, hb);
-    TCT_CHECK(pwrite(fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb));
-    close(fd);
+    set_segment_format(1);
     e = open_disk(&clk);
     tcu_expect(e, "old", "format one");
     tc_close(e);
