@@ -422,6 +422,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
              durable > indexed ? durable - indexed : 0);
     stat_u64(fn, arg, "index_batches", atomic_load(&d->st_index_batches));
     stat_u64(fn, arg, "index_records", atomic_load(&d->st_index_records));
+    stat_u64(fn, arg, "index_superseded",
+             atomic_load(&d->st_index_superseded));
     stat_u64(fn, arg, "fsyncs", atomic_load(&d->st_fsyncs));
     stat_u64(fn, arg, "fsync_us_p99", fsync_p99(d));
     snprintf(buf, sizeof(buf), "%.2f",

@@ -63,7 +63,9 @@ typedef struct disk_config {
     size_t compress_min;   /* values below it are stored raw */
     io_backend backend;
     size_t item_max;
-    size_t queue_max;      /* bytes logged and not yet indexed, at most */
+    size_t queue_max;      /* bytes logged and not yet durable, at most */
+    size_t index_max;      /* bytes logged and not yet indexed, at most
+                            * (pinned in memory meanwhile; >= queue_max) */
     uint32_t (*now)(void *arg); /* the engine's clock, unix seconds */
     void *now_arg;
     void (*log)(void *arg, const char *msg); /* tc_config.log */
@@ -103,11 +105,12 @@ typedef void (*disk_wake_fn)(void *arg, tc_status st);
  * tombstone naming the key; TOUCH: the item, exptime its new expiry) or
  * NULL for SEG_FLUSH (exptime: when it takes effect; scheduled: a delayed
  * flush not yet due). The journal takes a reference on it and sets
- * ITEM_PINNED. wake, if not NULL, is called once the record is durable
+ * ITEM_PINNED; h is its key's hash (mem_hash). wake, if not NULL, is called once the record is durable
  * (sync durability) or written (other modes). Returns the record's LSN.
  */
-uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
-                  bool scheduled, disk_wake_fn wake, void *wake_arg);
+uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
+                  uint32_t exptime, bool scheduled, disk_wake_fn wake,
+                  void *wake_arg);
 
 /* A delayed flush not yet due when the directory was opened (its unix
  * time), or 0. */

@@ -8,8 +8,10 @@
  *   written (the journal writer's own): written, waiting for fdatasync
  *           (async durability);
  *   index   (ix_*, under ix_lock): durable, waiting for the index writer.
- * The index writer then recycles the entry (q_free, under q_lock). The
- * entry holds a reference on its item for the whole trip.
+ * The index writer then gives the entry back. The entry holds a reference
+ * on its item for the whole trip. Entries are handed out in LSN order
+ * from chunks of JR_CHUNK (journal.c), so that a list of them is mostly
+ * consecutive memory, which the writers walk at memory speed.
  *
  * Segments: the table segs[] (under seg_lock) lists every segment file
  * with an fd open for reading; the journal writer appends to the last.
@@ -32,9 +34,13 @@
 #include "seg.h"
 #include "zc.h"
 
+struct jr_chunk;
+
 typedef struct jr_entry {
     struct jr_entry *next;
+    struct jr_chunk *chunk; /* where it was handed out from */
     uint64_t lsn;
+    uint64_t h;            /* the key's hash (mem_hash), 0 for SEG_FLUSH */
     uint8_t type;
     bool scheduled;        /* SEG_FLUSH: a delayed flush, not yet due */
     struct tc_item *item;  /* a reference; NULL for SEG_FLUSH */
@@ -72,11 +78,13 @@ struct disk {
     jr_entry *q_tail;
     size_t q_bytes;
     uint64_t next_lsn;
-    jr_entry *q_free;  /* recycled entries, at most JR_FREE_MAX */
-    size_t q_nfree;
+    struct jr_chunk *q_chunk; /* entries are handed out from it */
+    struct jr_chunk *q_spare; /* emptied chunks, JR_SPARE_CHUNKS at most */
+    size_t q_nspare;
     bool stopping;
     bool jr_idle; /* the writer sleeps with nothing written to sync */
     _Atomic size_t unindexed; /* logged and not yet indexed, bytes */
+    _Atomic size_t unsynced;  /* logged and not yet durable, bytes */
     _Atomic uint64_t flush_lsn;
     int64_t pending_flush_at; /* meta.flush_at as found at open */
 
@@ -140,6 +148,7 @@ struct disk {
     _Atomic uint64_t st_write_errors;
     _Atomic uint64_t st_index_batches;
     _Atomic uint64_t st_index_records;
+    _Atomic uint64_t st_index_superseded;
     _Atomic uint64_t st_raw_bytes;
     _Atomic uint64_t st_stored_bytes;
     _Atomic uint64_t st_reclaimed_segs;
@@ -157,9 +166,9 @@ struct disk {
 tc_status journal_start(disk *d);
 void journal_stop(disk *d);
 jr_entry *journal_entry_new(disk *d); /* with q_lock held */
-/* Gives back n entries linked from first (the list may go on past them). */
-void journal_entries_free(disk *d, jr_entry *first, size_t n);
-/* Frees the recycled entries (at close, once the index writer stopped). */
+/* Gives back the n entries of ents[] (any order; best in LSN order). */
+void journal_entries_free(disk *d, jr_entry *const *ents, size_t n);
+/* Frees the chunks of entries (at close, once every entry came back). */
 void journal_free_entries(disk *d);
 
 /* indexer.c */

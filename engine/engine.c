@@ -72,15 +72,22 @@ static tc_status engine_open_disk(tc_engine *e)
         backend = IO_BACKEND_THREADS;
     else if (c->io_backend != NULL && strcmp(c->io_backend, "auto") != 0)
         return TC_EINVAL;
-    /* What the journal may hold unindexed: pinned in memory meanwhile. */
-    /* It is also what a crash may lose under durability "async" beyond
-     * flush_ms (writers wait while it is full): at 64 MiB, a fraction of
-     * a second of a disk's sequential bandwidth. */
+    /* What the journal may hold not yet durable: what a crash may lose
+     * under durability "async" beyond flush_ms (writers wait while it is
+     * full): at 64 MiB, a fraction of a second of a disk's sequential
+     * bandwidth. */
     size_t queue_max = c->mem_limit / 4;
     if (queue_max > ((size_t)64 << 20))
         queue_max = (size_t)64 << 20;
     if (queue_max < 4 * c->item_size_max)
         queue_max = 4 * c->item_size_max;
+    /* What it may hold not yet indexed, pinned in memory meanwhile: the
+     * larger, the more keys each index commit carries (indexer.c). */
+    size_t index_max = c->mem_limit / 4;
+    if (index_max > ((size_t)512 << 20))
+        index_max = (size_t)512 << 20;
+    if (index_max < queue_max)
+        index_max = queue_max;
     disk_config dc = {
         .dir = c->dir,
         .disk_size = c->disk_size,
@@ -91,6 +98,7 @@ static tc_status engine_open_disk(tc_engine *e)
         .backend = backend,
         .item_max = c->item_size_max,
         .queue_max = queue_max,
+        .index_max = index_max,
         .now = engine_clock,
         .now_arg = e,
         .log = c->log,
@@ -674,7 +682,7 @@ tc_status tc_marith(tc_engine *e, const void *key, size_t klen, int decr,
 static void engine_flush_now(tc_engine *e, uint32_t now)
 {
     if (e->dk != NULL)
-        disk_log(e->dk, SEG_FLUSH, NULL, now, false, NULL, NULL);
+        disk_log(e->dk, SEG_FLUSH, NULL, 0, now, false, NULL, NULL);
     mem_flush(e->mem);
 }
 
@@ -688,7 +696,7 @@ tc_status tc_flush(tc_engine *e, int64_t delay)
     } else {
         atomic_store(&e->flush_at, (int64_t)at);
         if (e->dk != NULL) /* it survives a restart */
-            disk_log(e->dk, SEG_FLUSH, NULL, at, true, NULL, NULL);
+            disk_log(e->dk, SEG_FLUSH, NULL, 0, at, true, NULL, NULL);
     }
     return TC_OK;
 }

@@ -36,6 +36,7 @@ struct idx {
     MDB_dbi meta;
     MDB_dbi hot;
     MDB_txn *wtxn;
+    MDB_cursor *wcur; /* on keys, in wtxn */
     _Atomic uint64_t live_bytes; /* pages the trees use, at the last commit */
     char path[4096];
 };
@@ -294,47 +295,67 @@ void idx_close(idx **xp)
     idx *x = *xp;
     if (x == NULL)
         return;
-    if (x->wtxn != NULL)
-        mdb_txn_abort(x->wtxn);
+    idx_abort(x);
     mdb_env_close(x->env);
     free(x);
     *xp = NULL;
 }
 
+/* The writer works through one cursor on keys: a key beside the one
+ * before it (the index writer applies its batches in key order) is found
+ * on the cursor's page without a descent from the root. */
 tc_status idx_begin(idx *x)
 {
-    return idx_err(mdb_txn_begin(x->env, NULL, 0, &x->wtxn));
+    int rc = mdb_txn_begin(x->env, NULL, 0, &x->wtxn);
+    if (rc != 0)
+        return idx_err(rc);
+    rc = mdb_cursor_open(x->wtxn, x->keys, &x->wcur);
+    if (rc != 0) {
+        mdb_txn_abort(x->wtxn);
+        x->wtxn = NULL;
+    }
+    return idx_err(rc);
+}
+
+/* Puts the write cursor on key; TC_ENOTFOUND if absent. */
+static tc_status idx_seek_w(idx *x, const void *key, size_t klen,
+                            idx_loc *loc)
+{
+    MDB_val k = {klen, (void *)key}, v;
+    int rc = mdb_cursor_get(x->wcur, &k, &v, MDB_SET_KEY);
+    if (rc != 0)
+        return idx_err(rc);
+    return loc == NULL || loc_decode(&v, loc) ? TC_OK : TC_ECORRUPT;
 }
 
 tc_status idx_get_w(idx *x, const void *key, size_t klen, idx_loc *loc)
 {
-    MDB_val k = {klen, (void *)key}, v;
-    int rc = mdb_get(x->wtxn, x->keys, &k, &v);
-    if (rc != 0)
-        return idx_err(rc);
-    return loc_decode(&v, loc) ? TC_OK : TC_ECORRUPT;
+    return idx_seek_w(x, key, klen, loc);
 }
 
 tc_status idx_put(idx *x, const void *key, size_t klen, const idx_loc *loc,
                   idx_loc *old, bool *had_old)
 {
-    if (old != NULL)
-        *had_old = idx_get_w(x, key, klen, old) == TC_OK;
+    idx_loc scratch;
+    tc_status st = idx_seek_w(x, key, klen, old != NULL ? old : &scratch);
+    if (st != TC_OK && st != TC_ENOTFOUND)
+        return st;
+    if (had_old != NULL)
+        *had_old = st == TC_OK;
     unsigned char buf[IDX_LOC_SIZE];
     loc_encode(loc, buf);
     MDB_val k = {klen, (void *)key}, v = {sizeof(buf), buf};
-    return idx_err(mdb_put(x->wtxn, x->keys, &k, &v, 0));
+    /* Over the entry the cursor is on: written in place. */
+    return idx_err(mdb_cursor_put(x->wcur, &k, &v,
+                                  st == TC_OK ? MDB_CURRENT : 0));
 }
 
 tc_status idx_del(idx *x, const void *key, size_t klen, idx_loc *old)
 {
-    if (old != NULL) {
-        tc_status st = idx_get_w(x, key, klen, old);
-        if (st != TC_OK)
-            return st;
-    }
-    MDB_val k = {klen, (void *)key};
-    return idx_err(mdb_del(x->wtxn, x->keys, &k, NULL));
+    tc_status st = idx_seek_w(x, key, klen, old);
+    if (st != TC_OK)
+        return st;
+    return idx_err(mdb_cursor_del(x->wcur, 0));
 }
 
 tc_status idx_set_meta(idx *x, const idx_meta *m)
@@ -349,6 +370,8 @@ tc_status idx_commit(idx *x)
 {
     uint64_t before = atomic_load(&x->live_bytes);
     idx_measure(x, x->wtxn);
+    mdb_cursor_close(x->wcur);
+    x->wcur = NULL;
     int rc = mdb_txn_commit(x->wtxn);
     if (rc != 0)
         atomic_store(&x->live_bytes, before);
@@ -358,6 +381,9 @@ tc_status idx_commit(idx *x)
 
 void idx_abort(idx *x)
 {
+    if (x->wcur != NULL)
+        mdb_cursor_close(x->wcur);
+    x->wcur = NULL;
     if (x->wtxn != NULL)
         mdb_txn_abort(x->wtxn);
     x->wtxn = NULL;

@@ -24,52 +24,109 @@
 #include "disk_int.h"
 #include "item.h"
 
-#define IX_BATCH_MAX 65536
+/* A run holds this many records at most (larger under a skewed load, a
+ * run sheds most of its records as superseded, ix_superseded). */
+#define IX_BATCH_MAX (1 << 20)
 #define IX_BATCH_TIGHT 8192 /* near the disk budget */
 /* A commit waits this long after the previous one for more records
  * (unless records in memory pass IX_HURRY of the queue's limit, or the
- * journal waits for room): larger commits write each LMDB page they
- * change once for more keys, and take fewer fdatasyncs from the
- * journal's. */
-#define IX_INTERVAL_MS 50
-#define IX_HURRY(d) ((d)->cfg.queue_max / 4)
+ * journal waits for room). A commit writes every LMDB page it changed:
+ * under random keys, most of the tree's leaves for a large run; the
+ * longer the run, the more keys each page write carries, and the more of
+ * its records a later record of the same key supersedes. */
+#define IX_INTERVAL_MS 1000
+#define IX_HURRY(d) ((d)->cfg.index_max / 2)
 /* CAS values are reserved this far ahead of the highest one logged. */
 #define IX_CAS_BLOCK (UINT64_C(1) << 32)
+/* What a run keeps allocated between runs, in entries. */
+#define IX_KEEP_ENTRIES 65536
 
 enum { IXOP_ADD, IXOP_REMOVE, IXOP_CLEAR, IXOP_LIVE };
 
 typedef struct ix_op {
+    uint64_t x;    /* ADD, REMOVE: the key's hash; LIVE: the segment */
+    int32_t delta; /* LIVE: bytes (a record's size at most) */
     uint8_t kind;
-    uint64_t h;     /* ADD, REMOVE */
-    uint64_t seg;   /* LIVE */
-    int64_t delta;  /* LIVE */
 } ix_op;
 
-typedef struct ix_ops {
-    ix_op *v;
-    size_t n;
-    size_t cap;
-} ix_ops;
+/* The order in which a run's entries are applied: by key (see ix_order). */
+typedef struct ix_key {
+    uint64_t a, b; /* 16 bytes of the key from the run's common prefix on,
+                    * big-endian, zero-padded */
+    uint32_t i;    /* the entry */
+} ix_key;
 
-/* Room for n more operations; false when out of memory. Reserved before
- * a run, so that no operation is ever dropped: a dropped filter add
- * would hide a key that is on disk. */
-static bool ops_reserve(ix_ops *o, size_t n)
+/* A run: consecutive entries of the queue, applied in one transaction.
+ * The entries are gathered in an array once (each pass would otherwise
+ * chase the list's pointers again). The arrays stay allocated between
+ * runs; ix_run_trim frees them when a burst made them large. */
+typedef struct ix_run {
+    jr_entry **ents;
+    bool *skip;   /* superseded within the run */
+    jr_entry **order; /* the entries to apply, in order */
+    ix_key *keys, *tmp;
+    size_t n, norder, cap;
+    ix_op *ops;
+    size_t nops, ops_cap;
+} ix_run;
+
+static void ix_run_free(ix_run *r)
 {
-    if (o->cap - o->n >= n)
-        return true;
-    size_t cap = o->n + n;
-    ix_op *v = realloc(o->v, cap * sizeof(*v));
+    free(r->ents);
+    free(r->skip);
+    free(r->order);
+    free(r->keys);
+    free(r->tmp);
+    free(r->ops);
+    *r = (ix_run){0};
+}
+
+static bool ix_grow(void **p, size_t n, size_t size)
+{
+    void *v = realloc(*p, n * size);
     if (v == NULL)
         return false;
-    o->v = v;
-    o->cap = cap;
+    *p = v;
     return true;
 }
 
-static void ops_push(ix_ops *o, ix_op op)
+static bool ix_run_reserve(ix_run *r, size_t n)
 {
-    o->v[o->n++] = op; /* ops_reserve made room: 3 per entry at most */
+    if (n <= r->cap)
+        return true;
+    if (!ix_grow((void **)&r->ents, n, sizeof(*r->ents)) ||
+        !ix_grow((void **)&r->skip, n, sizeof(*r->skip)) ||
+        !ix_grow((void **)&r->order, n, sizeof(*r->order)) ||
+        !ix_grow((void **)&r->keys, n, sizeof(*r->keys)) ||
+        !ix_grow((void **)&r->tmp, n, sizeof(*r->tmp)))
+        return false;
+    r->cap = n;
+    return true;
+}
+
+static void ix_run_trim(ix_run *r)
+{
+    if (r->cap > IX_KEEP_ENTRIES || r->ops_cap > 3 * IX_KEEP_ENTRIES)
+        ix_run_free(r);
+}
+
+/* Room for n operations; false when out of memory. Reserved before a
+ * run, so that no operation is ever dropped: a dropped filter add would
+ * hide a key that is on disk. */
+static bool ops_reserve(ix_run *r, size_t n)
+{
+    if (n <= r->ops_cap)
+        return true;
+    if (!ix_grow((void **)&r->ops, n, sizeof(*r->ops)))
+        return false;
+    r->ops_cap = n;
+    return true;
+}
+
+static void ops_push(ix_run *r, uint8_t kind, uint64_t x, int64_t delta)
+{
+    /* ops_reserve made room: 3 per entry at most */
+    r->ops[r->nops++] = (ix_op){.x = x, .delta = (int32_t)delta, .kind = kind};
 }
 
 void indexer_push(disk *d, jr_entry *head, jr_entry *tail)
@@ -90,7 +147,7 @@ static bool counts(const disk *d, const idx_loc *l)
 }
 
 /* Takes a key out of the index, recording what follows from it. */
-static tc_status ix_remove(disk *d, ix_ops *ops, const char *key, size_t klen,
+static tc_status ix_remove(disk *d, ix_run *r, const char *key, size_t klen,
                            uint64_t h)
 {
     idx_loc old;
@@ -99,27 +156,23 @@ static tc_status ix_remove(disk *d, ix_ops *ops, const char *key, size_t klen,
         return TC_OK;
     if (st != TC_OK)
         return st;
-    ops_push(ops, (ix_op){IXOP_LIVE, 0, old.seg, -(int64_t)old.len});
+    ops_push(r, IXOP_LIVE, old.seg, -(int64_t)old.len);
     if (counts(d, &old))
-        ops_push(ops, (ix_op){IXOP_REMOVE, h, 0, 0});
+        ops_push(r, IXOP_REMOVE, h, 0);
     return TC_OK;
 }
 
-static tc_status ix_apply(disk *d, ix_ops *ops, jr_entry *e,
-                          uint64_t *max_cas)
+static tc_status ix_apply(disk *d, ix_run *r, jr_entry *e)
 {
     struct tc_item *it = e->item;
     const char *key = it != NULL ? item_key(it) : NULL;
     size_t klen = it != NULL ? item_klen(it) : 0;
-    uint64_t h = it != NULL ? mem_hash(d->m, key, klen) : 0;
     idx_loc loc, old;
     bool had;
     tc_status st;
 
-    if (it != NULL && it->cas > *max_cas)
-        *max_cas = it->cas;
     if (e->seg == 0) /* not written: forget the key (journal.c) */
-        return it != NULL ? ix_remove(d, ops, key, klen, h) : TC_OK;
+        return it != NULL ? ix_remove(d, r, key, klen, e->h) : TC_OK;
     switch (e->type) {
     case SEG_SET:
         loc = (idx_loc){
@@ -138,13 +191,13 @@ static tc_status ix_apply(disk *d, ix_ops *ops, jr_entry *e,
         if (st != TC_OK)
             return st;
         if (had)
-            ops_push(ops, (ix_op){IXOP_LIVE, 0, old.seg, -(int64_t)old.len});
-        ops_push(ops, (ix_op){IXOP_LIVE, 0, e->seg, (int64_t)e->len});
+            ops_push(r, IXOP_LIVE, old.seg, -(int64_t)old.len);
+        ops_push(r, IXOP_LIVE, e->seg, (int64_t)e->len);
         if (!had || !counts(d, &old))
-            ops_push(ops, (ix_op){IXOP_ADD, h, 0, 0});
+            ops_push(r, IXOP_ADD, e->h, 0);
         return TC_OK;
     case SEG_DELETE:
-        return ix_remove(d, ops, key, klen, h);
+        return ix_remove(d, r, key, klen, e->h);
     case SEG_TOUCH:
         st = idx_get_w(d->ix, key, klen, &loc);
         if (st == TC_ENOTFOUND)
@@ -160,7 +213,7 @@ static tc_status ix_apply(disk *d, ix_ops *ops, jr_entry *e,
         } else {
             d->meta.flush_lsn = e->lsn;
             d->meta.flush_at = 0;
-            ops_push(ops, (ix_op){IXOP_CLEAR, 0, 0, 0});
+            ops_push(r, IXOP_CLEAR, 0, 0);
         }
         return TC_OK;
     }
@@ -172,73 +225,195 @@ static tc_status ix_apply(disk *d, ix_ops *ops, jr_entry *e,
  * The index, the filter and the live bytes end the same without them (a
  * TOUCH depends on what it touches, so it decides nothing, and a record
  * before it is kept). Under a skewed load most of a run's records are of
- * keys written again in it. Out of memory, nothing is skipped. */
-static void ix_superseded(disk *d, jr_entry *first, size_t n, bool *skip)
+ * keys written again in it. Keys are told apart by their hash first; the
+ * keys themselves are compared only when the hashes are equal. Out of
+ * memory, nothing is skipped. */
+static void ix_superseded(ix_run *r)
 {
-    size_t cap = 16;
+    typedef struct {
+        uint64_t h;
+        uint32_t i; /* entry index + 1, 0 = free */
+    } ix_slot;
+    size_t n = r->n, cap = 16;
     while (cap < 2 * n)
         cap <<= 1;
-    uint32_t *slot = calloc(cap, sizeof(*slot)); /* entry index + 1 */
-    jr_entry **ents = malloc(n * sizeof(*ents));
-    memset(skip, 0, n * sizeof(*skip));
-    if (slot == NULL || ents == NULL) {
-        free(slot);
-        free(ents);
+    ix_slot *slot = calloc(cap, sizeof(*slot));
+    memset(r->skip, 0, n * sizeof(*r->skip));
+    if (slot == NULL)
         return;
-    }
-    jr_entry *e = first;
-    for (size_t i = 0; i < n; i++, e = e->next)
-        ents[i] = e;
     for (size_t i = n; i-- > 0;) {
-        const struct tc_item *it = ents[i]->item;
+        if (i >= 8) {
+            /* Its slot, and its item: most keys of a skewed run are
+             * found, and then the keys are compared. */
+            __builtin_prefetch(&slot[r->ents[i - 8]->h & (cap - 1)], 1);
+            if (r->ents[i - 8]->item != NULL)
+                __builtin_prefetch(r->ents[i - 8]->item);
+        }
+        const jr_entry *e = r->ents[i];
+        const struct tc_item *it = e->item;
         if (it == NULL)
             continue; /* FLUSH */
-        const char *key = item_key(it);
-        size_t klen = item_klen(it);
-        size_t p = (size_t)mem_hash(d->m, key, klen) & (cap - 1);
-        for (; slot[p] != 0; p = (p + 1) & (cap - 1)) {
-            const struct tc_item *o = ents[slot[p] - 1]->item;
-            if (item_klen(o) == klen && memcmp(item_key(o), key, klen) == 0)
+        size_t p = (size_t)e->h & (cap - 1);
+        for (; slot[p].i != 0; p = (p + 1) & (cap - 1)) {
+            if (slot[p].h != e->h)
+                continue;
+            const struct tc_item *o = r->ents[slot[p].i - 1]->item;
+            if (item_klen(o) == item_klen(it) &&
+                memcmp(item_key(o), item_key(it), item_klen(it)) == 0)
                 break;
         }
-        if (slot[p] != 0)
-            skip[i] = true;
-        else if (ents[i]->seg == 0 || ents[i]->type == SEG_SET ||
-                 ents[i]->type == SEG_DELETE)
-            slot[p] = (uint32_t)(i + 1);
+        if (slot[p].i != 0)
+            r->skip[i] = true;
+        else if (e->seg == 0 || e->type == SEG_SET || e->type == SEG_DELETE)
+            slot[p] = (ix_slot){e->h, (uint32_t)(i + 1)};
     }
     free(slot);
-    free(ents);
 }
 
-/* Applies a run of entries in one transaction; retries a failed commit
- * until it succeeds or the disk tier stops. */
-static void ix_commit_run(disk *d, jr_entry *first, size_t n)
+static uint64_t ix_be64(const unsigned char *p, size_t len)
 {
-    ix_ops ops = {0};
-    bool *skip = malloc(n * sizeof(*skip));
-    if (skip != NULL)
-        ix_superseded(d, first, n, skip);
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; i++)
+        v = v << 8 | (i < len ? p[i] : 0);
+    return v;
+}
+
+/* LMDB's order of keys (memcmp, then the shorter first), entries of one
+ * key in their run's order. */
+static int ix_key_cmp(const ix_run *r, const ix_key *x, const ix_key *y)
+{
+    if (x->a != y->a)
+        return x->a < y->a ? -1 : 1;
+    if (x->b != y->b)
+        return x->b < y->b ? -1 : 1;
+    const struct tc_item *p = r->ents[x->i]->item, *q = r->ents[y->i]->item;
+    size_t pl = item_klen(p), ql = item_klen(q);
+    int c = memcmp(item_key(p), item_key(q), pl < ql ? pl : ql);
+    if (c != 0)
+        return c;
+    if (pl != ql)
+        return pl < ql ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Sorts k[0..n) (a merge sort: a key's entries are many under a skewed
+ * load, and every order of input costs n log n at most). */
+static void ix_sort(const ix_run *r, ix_key *k, ix_key *tmp, size_t n)
+{
+    if (n <= 16) {
+        for (size_t i = 1; i < n; i++) {
+            ix_key v = k[i];
+            size_t j = i;
+            for (; j > 0 && ix_key_cmp(r, &k[j - 1], &v) > 0; j--)
+                k[j] = k[j - 1];
+            k[j] = v;
+        }
+        return;
+    }
+    size_t h = n / 2;
+    ix_sort(r, k, tmp, h);
+    ix_sort(r, k + h, tmp, n - h);
+    if (ix_key_cmp(r, &k[h - 1], &k[h]) <= 0)
+        return; /* already in order */
+    memcpy(tmp, k, h * sizeof(*k));
+    size_t i = 0, j = h, o = 0;
+    while (i < h && j < n)
+        k[o++] = ix_key_cmp(r, &tmp[i], &k[j]) <= 0 ? tmp[i++] : k[j++];
+    while (i < h)
+        k[o++] = tmp[i++];
+}
+
+/* Appends to order[] the kept entries of [from, to) (no FLUSH among them)
+ * in key order. Puts of neighbouring keys then land on the LMDB page the
+ * write cursor is on, instead of each descending the tree from its root
+ * into pages spread over the map: several times faster under random
+ * keys. The keys are sorted by 16 bytes past the prefix they all share
+ * (most keys of an application start alike), the keys themselves read
+ * only to break ties. */
+static void ix_order_keys(ix_run *r, size_t from, size_t to)
+{
+    size_t nk = 0, lcp = SIZE_MAX;
+    const struct tc_item *first = NULL;
+    for (size_t i = from; i < to; i++) {
+        if (i + 8 < to)
+            __builtin_prefetch(r->ents[i + 8]->item);
+        if (r->skip[i])
+            continue;
+        const struct tc_item *it = r->ents[i]->item;
+        if (first == NULL) {
+            first = it;
+            lcp = item_klen(it);
+        }
+        size_t l = 0, m = item_klen(it) < lcp ? item_klen(it) : lcp;
+        const char *a = item_key(first), *b = item_key(it);
+        while (l < m && a[l] == b[l])
+            l++;
+        lcp = l;
+        r->keys[nk++].i = (uint32_t)i;
+    }
+    for (size_t j = 0; j < nk; j++) {
+        const struct tc_item *it = r->ents[r->keys[j].i]->item;
+        const unsigned char *p = (const unsigned char *)item_key(it) + lcp;
+        size_t len = item_klen(it) - lcp;
+        r->keys[j].a = ix_be64(p, len);
+        r->keys[j].b = len > 8 ? ix_be64(p + 8, len - 8) : 0;
+    }
+    ix_sort(r, r->keys, r->tmp, nk);
+    for (size_t j = 0; j < nk; j++)
+        r->order[r->norder++] = r->ents[r->keys[j].i];
+}
+
+/* Fills order[]: the kept entries by key between FLUSH records, which
+ * stay where they are (what a key's old entry counts for depends on the
+ * flushes before it, counts()). Across keys, the order of application
+ * changes nothing: the filter's and the live bytes' operations commute. */
+static void ix_order(ix_run *r)
+{
+    size_t from = 0;
+    r->norder = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->ents[i]->item != NULL)
+            continue;
+        ix_order_keys(r, from, i);
+        r->order[r->norder++] = r->ents[i];
+        from = i + 1;
+    }
+    ix_order_keys(r, from, r->n);
+}
+
+/* Applies a run in one transaction; retries a failed commit until it
+ * succeeds or the disk tier stops. */
+static void ix_commit_run(disk *d, ix_run *r)
+{
+    uint64_t max_cas = 0;
+    const jr_entry *last_written = NULL;
+    for (size_t i = 0; i < r->n; i++) {
+        if (i + 8 < r->n)
+            __builtin_prefetch(r->ents[i + 8]->item);
+        const jr_entry *e = r->ents[i];
+        if (e->item != NULL && e->item->cas > max_cas)
+            max_cas = e->item->cas;
+        if (e->seg != 0)
+            last_written = e;
+    }
+    ix_superseded(r);
+    ix_order(r);
     for (unsigned attempt = 0;; attempt++) {
         idx_meta saved = d->meta;
-        uint64_t max_cas = 0;
-        ops.n = 0;
-        tc_status st = ops_reserve(&ops, 3 * n + 1) ? idx_begin(d->ix)
-                                                   : TC_ENOMEM;
-        jr_entry *e = first, *last_written = NULL, *last = NULL;
-        for (size_t i = 0; i < n && st == TC_OK; i++, e = e->next) {
-            if (skip != NULL && skip[i]) {
-                if (e->item != NULL && e->item->cas > max_cas)
-                    max_cas = e->item->cas;
-            } else {
-                st = ix_apply(d, &ops, e, &max_cas);
-            }
-            if (e->seg != 0)
-                last_written = e;
-            last = e;
+        r->nops = 0;
+        tc_status st = ops_reserve(r, 3 * r->norder + 1) ? idx_begin(d->ix)
+                                                         : TC_ENOMEM;
+        for (size_t k = 0; k < r->norder && st == TC_OK; k++) {
+            /* In key order the entries and items are all over memory:
+             * ask for them ahead (an item once its entry is in). */
+            if (k + 16 < r->norder)
+                __builtin_prefetch(r->order[k + 16]);
+            if (k + 8 < r->norder && r->order[k + 8]->item != NULL)
+                __builtin_prefetch(r->order[k + 8]->item);
+            st = ix_apply(d, r, r->order[k]);
         }
         if (st == TC_OK) {
-            d->meta.checkpoint_lsn = last->lsn;
+            d->meta.checkpoint_lsn = r->ents[r->n - 1]->lsn;
             if (last_written != NULL) {
                 d->meta.next_seg = last_written->seg;
                 d->meta.next_off = (uint64_t)last_written->off +
@@ -267,45 +442,52 @@ static void ix_commit_run(disk *d, jr_entry *first, size_t n)
             reclaim_step(d); /* the index filled the map: drop old keys */
         usleep(attempt < 10 ? 10000 : 100000);
     }
-    for (size_t i = 0; i < ops.n; i++) {
-        ix_op *o = &ops.v[i];
+    for (size_t i = 0; i < r->nops; i++) {
+        const ix_op *o = &r->ops[i];
         switch (o->kind) {
         case IXOP_ADD:
-            filter_add(d->filt, o->h);
+            filter_add(d->filt, o->x);
             break;
         case IXOP_REMOVE:
-            filter_remove(d->filt, o->h);
+            filter_remove(d->filt, o->x);
             break;
         case IXOP_CLEAR:
             filter_clear(d->filt);
             break;
         case IXOP_LIVE:
-            disk_seg_live(d, o->seg, o->delta);
+            disk_seg_live(d, o->x, o->delta);
             break;
         }
     }
-    free(ops.v);
-    free(skip);
     atomic_fetch_add(&d->st_index_batches, 1);
-    atomic_fetch_add(&d->st_index_records, n);
+    atomic_fetch_add(&d->st_index_records, r->n);
+    atomic_fetch_add(&d->st_index_superseded, r->n - r->norder);
 }
 
-/* After the commit: unpins the items, gives the entries back. */
-static void ix_release(disk *d, jr_entry *first, size_t n)
+/* After the commit: unpins the items, gives the entries back. The item
+ * of a superseded entry is not looked for: the later entry of its key
+ * either logged the same item (and unpins it) or replaced it in the
+ * memory tier for good. */
+static void ix_release(disk *d, ix_run *r)
 {
-    jr_entry *e = first, *last = first;
     size_t cost = 0;
-    for (size_t i = 0; i < n; i++, e = e->next) {
+    for (size_t i = 0; i < r->n; i++) {
+        if (i + 8 < r->n && r->ents[i + 8]->item != NULL) {
+            __builtin_prefetch(r->ents[i + 8]->item);
+            if (!r->skip[i + 8])
+                mem_prefetch(d->m, r->ents[i + 8]->h);
+        }
+        jr_entry *e = r->ents[i];
         if (e->item != NULL) {
-            mem_unpin(d->m, e->item);
+            if (!r->skip[i])
+                mem_unpin(d->m, e->item, e->h);
             tc_item_release(e->item);
         }
         cost += e->cost;
-        last = e;
     }
-    atomic_store(&d->st_indexed_lsn, last->lsn);
+    atomic_store(&d->st_indexed_lsn, r->ents[r->n - 1]->lsn);
     atomic_fetch_sub(&d->unindexed, cost);
-    journal_entries_free(d, first, n);
+    journal_entries_free(d, r->ents, r->n);
 }
 
 static uint64_t now_ms(void)
@@ -319,6 +501,7 @@ static void *indexer_main(void *arg)
 {
     disk *d = arg;
     uint64_t last_commit = 0;
+    ix_run run = {0};
     for (;;) {
         pthread_mutex_lock(&d->ix_lock);
         if (d->ix_head == NULL && !d->ix_stop) {
@@ -364,20 +547,33 @@ static void *indexer_main(void *arg)
         pthread_mutex_unlock(&d->ix_lock);
 
         while (batch != NULL) {
-            size_t n = 0;
-            jr_entry *e = batch, *rest;
-            while (e != NULL && n < run_max) {
+            jr_entry *e = batch;
+            run.n = 0;
+            while (e != NULL && run.n < run_max) {
+                if (e->next != NULL)
+                    __builtin_prefetch(e->next->next);
+                if (run.n == run.cap) {
+                    size_t cap = run.cap < 1024 ? 1024 : 2 * run.cap;
+                    if (!ix_run_reserve(&run, cap < run_max ? cap : run_max))
+                        break; /* out of memory: a shorter run */
+                }
+                run.ents[run.n++] = e;
                 e = e->next;
-                n++;
             }
-            rest = e;
-            ix_commit_run(d, batch, n);
-            ix_release(d, batch, n);
+            if (run.n == 0) {
+                usleep(10000); /* out of memory: try again */
+                continue;
+            }
+            ix_commit_run(d, &run);
+            ix_release(d, &run);
             last_commit = now_ms();
-            batch = rest;
+            batch = e;
         }
-        if (stop)
+        ix_run_trim(&run);
+        if (stop) {
+            ix_run_free(&run);
             return NULL;
+        }
         reclaim_step(d);
     }
 }

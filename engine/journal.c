@@ -56,11 +56,22 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
 #define JR_WAIT_IDLE_MS 1000
 #define JR_ZC_MISSES 32
 #define JR_ZC_SAMPLE 32
-/* Entries kept for reuse; the rest are freed. A burst fills the queue
- * with up to queue_max bytes of records (some 250,000 entries of 100-byte
- * values); keeping every entry it needed held that peak (about 24 MB)
- * for the process's life. */
-#define JR_FREE_MAX 4096
+/* Entries are handed out in order from chunks of JR_CHUNK (about 450
+ * KiB), and a chunk is reused once all of its entries came back: the
+ * queue, the journal writer's batches and the index writer's runs are
+ * then walks through consecutive memory (entries malloc'd one by one and
+ * recycled through a free list lie all over the heap, and the index
+ * writer, which passes over a million of them a run, waited on memory
+ * for most of its time). Emptied chunks are kept for reuse, a few. */
+#define JR_CHUNK 4096
+#define JR_SPARE_CHUNKS 4
+
+typedef struct jr_chunk {
+    struct jr_chunk *next; /* among the spares */
+    uint32_t used;         /* entries handed out */
+    uint32_t back;         /* entries given back */
+    jr_entry e[JR_CHUNK];
+} jr_chunk;
 
 static uint64_t now_us(void)
 {
@@ -71,47 +82,66 @@ static uint64_t now_us(void)
 
 jr_entry *journal_entry_new(disk *d)
 {
-    jr_entry *e = d->q_free;
-    if (e != NULL) {
-        d->q_free = e->next;
-        d->q_nfree--;
-    } else {
-        e = malloc(sizeof(*e));
-        if (e == NULL)
+    jr_chunk *c = d->q_chunk;
+    if (c == NULL || c->used == JR_CHUNK) {
+        c = d->q_spare;
+        if (c != NULL) {
+            d->q_spare = c->next;
+            d->q_nspare--;
+        } else if ((c = malloc(sizeof(*c))) == NULL) {
             return NULL;
+        }
+        c->used = c->back = 0;
+        d->q_chunk = c; /* the full one is freed by its last entry */
     }
+    jr_entry *e = &c->e[c->used++];
     memset(e, 0, sizeof(*e));
+    e->chunk = c;
     return e;
 }
 
-void journal_entries_free(disk *d, jr_entry *first, size_t n)
+/* Counts n entries of c back; with q_lock held. */
+static void chunk_back(disk *d, jr_chunk *c, uint32_t n)
 {
-    jr_entry *keep = NULL, *keep_tail = NULL, *e = first;
-    size_t nkeep = 0;
-    /* One lock for the run: the index writer frees tens of thousands. */
-    pthread_mutex_lock(&d->q_lock);
-    size_t room = d->q_nfree < JR_FREE_MAX ? JR_FREE_MAX - d->q_nfree : 0;
-    pthread_mutex_unlock(&d->q_lock);
-    for (size_t i = 0; i < n; i++) {
-        jr_entry *next = e->next;
-        if (nkeep < room) {
-            e->next = keep;
-            keep = e;
-            if (keep_tail == NULL)
-                keep_tail = e;
-            nkeep++;
-        } else {
-            free(e);
-        }
-        e = next;
+    c->back += n;
+    if (c->back < c->used || c->used < JR_CHUNK)
+        return; /* entries still out, or more to hand out */
+    if (c == d->q_chunk) {
+        c->used = c->back = 0;
+    } else if (d->q_nspare < JR_SPARE_CHUNKS) {
+        c->next = d->q_spare;
+        d->q_spare = c;
+        d->q_nspare++;
+    } else {
+        free(c);
     }
-    if (keep == NULL)
-        return;
-    pthread_mutex_lock(&d->q_lock);
-    keep_tail->next = d->q_free;
-    d->q_free = keep;
-    d->q_nfree += nkeep;
-    pthread_mutex_unlock(&d->q_lock);
+}
+
+void journal_entries_free(disk *d, jr_entry *const *ents, size_t n)
+{
+    /* The chunks first, outside the lock: a run has a few hundred. */
+    enum { GROUPS = 64 };
+    jr_chunk *gc[GROUPS];
+    uint32_t gn[GROUPS];
+    size_t i = 0;
+    while (i < n) {
+        size_t g = 0;
+        for (; i < n; i++) {
+            jr_chunk *c = ents[i]->chunk;
+            if (g > 0 && gc[g - 1] == c) {
+                gn[g - 1]++;
+                continue;
+            }
+            if (g == GROUPS)
+                break;
+            gc[g] = c;
+            gn[g++] = 1;
+        }
+        pthread_mutex_lock(&d->q_lock);
+        for (size_t k = 0; k < g; k++)
+            chunk_back(d, gc[k], gn[k]);
+        pthread_mutex_unlock(&d->q_lock);
+    }
 }
 
 /* Bytes an entry holds in memory until it is indexed. */
@@ -121,8 +151,9 @@ static size_t entry_cost(const struct tc_item *it)
            (it != NULL ? SEG_REC_HDR + item_klen(it) + item_vlen(it) : 64);
 }
 
-uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
-                  bool scheduled, disk_wake_fn wake, void *wake_arg)
+uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
+                  uint32_t exptime, bool scheduled, disk_wake_fn wake,
+                  void *wake_arg)
 {
     pthread_mutex_lock(&d->q_lock);
     jr_entry *e = journal_entry_new(d);
@@ -139,6 +170,7 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
         return lsn;
     }
     e->lsn = lsn;
+    e->h = h;
     e->type = type;
     e->scheduled = scheduled;
     e->exptime = exptime;
@@ -159,6 +191,7 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint32_t exptime,
     d->q_tail = e;
     d->q_bytes += e->cost;
     atomic_fetch_add_explicit(&d->unindexed, e->cost, memory_order_relaxed);
+    atomic_fetch_add_explicit(&d->unsynced, e->cost, memory_order_relaxed);
     if (type == SEG_FLUSH && !scheduled)
         atomic_store(&d->flush_lsn, lsn);
     /* Wake the writer when it sleeps with nothing to do, when someone
@@ -182,8 +215,10 @@ uint64_t disk_flush_lsn(disk *d)
 
 bool disk_congested(const disk *d)
 {
-    return atomic_load_explicit(&d->unindexed, memory_order_relaxed) >
-           d->cfg.queue_max;
+    return atomic_load_explicit(&d->unsynced, memory_order_relaxed) >
+               d->cfg.queue_max ||
+           atomic_load_explicit(&d->unindexed, memory_order_relaxed) >
+               d->cfg.index_max;
 }
 
 tc_durability disk_durability(const disk *d)
@@ -401,7 +436,9 @@ static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
 static void writer_finish(disk *d, jr_entry *head, int rc)
 {
     jr_entry *tail = NULL;
+    size_t cost = 0;
     for (jr_entry *e = head; e != NULL; e = e->next) {
+        cost += e->cost;
         if (rc != 0)
             e->seg = 0;
         if (e->seg == 0)
@@ -413,6 +450,7 @@ static void writer_finish(disk *d, jr_entry *head, int rc)
         e->wake = NULL;
         tail = e;
     }
+    atomic_fetch_sub(&d->unsynced, cost);
     if (head != NULL)
         indexer_push(d, head, tail);
 }
@@ -542,12 +580,14 @@ void journal_stop(disk *d)
 
 void journal_free_entries(disk *d)
 {
-    jr_entry *e = d->q_free;
-    while (e != NULL) {
-        jr_entry *next = e->next;
-        free(e);
-        e = next;
+    while (d->q_spare != NULL) {
+        jr_chunk *next = d->q_spare->next;
+        free(d->q_spare);
+        d->q_spare = next;
     }
-    d->q_free = NULL;
-    d->q_nfree = 0;
+    d->q_nspare = 0;
+    /* Every entry came back (the index writer has stopped): the current
+     * chunk is the only one left. */
+    free(d->q_chunk);
+    d->q_chunk = NULL;
 }

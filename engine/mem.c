@@ -283,12 +283,12 @@ static void mem_find(mem *m, mem_shard *sh, uint64_t h, const void *key,
 }
 
 /* Logs a change to the disk tier, if there is one (disk.h). */
-static void mem_log(mem *m, uint8_t type, struct tc_item *it,
+static void mem_log(mem *m, uint8_t type, struct tc_item *it, uint64_t h,
                     uint32_t exptime, mem_opt *o)
 {
     if (m->dk == NULL)
         return;
-    disk_log(m->dk, type, it, exptime, false, o != NULL ? o->wake : NULL,
+    disk_log(m->dk, type, it, h, exptime, false, o != NULL ? o->wake : NULL,
              o != NULL ? o->wake_arg : NULL);
     if (o != NULL)
         o->logged = true;
@@ -416,7 +416,7 @@ tc_status mem_get(mem *m, uint64_t h, const void *key, size_t klen,
     struct tc_item *it = f.it;
     if (touch != MEM_NO_TOUCH) {
         item_set_exptime(it, (uint32_t)touch);
-        mem_log(m, SEG_TOUCH, it, (uint32_t)touch, o);
+        mem_log(m, SEG_TOUCH, it, h, (uint32_t)touch, o);
         sh->st.touch_hits++;
     } else {
         sh->st.get_hits++;
@@ -473,7 +473,7 @@ tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
         item_set_exptime(it, mm->vivify);
         it->meta = ITEM_M_WON | ((mo & TC_MO_KEY64) ? ITEM_M_KEY64 : 0);
         res->exptime = mm->vivify;
-        mem_log(m, SEG_SET, it, 0, o);
+        mem_log(m, SEG_SET, it, h, 0, o);
         res->meta = TC_META_WIN;
         stored = (uintptr_t)it;
     } else {
@@ -508,7 +508,7 @@ tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
         }
         /* One record carries a new expiry and a win to the disk. */
         if (logged)
-            mem_log(m, SEG_TOUCH, it, exp, o);
+            mem_log(m, SEG_TOUCH, it, h, exp, o);
         if (!(mo & TC_MO_NO_BUMP))
             mem_bump(it, now);
     }
@@ -655,7 +655,7 @@ static tc_status mem_remove(mem *m, mem_shard *sh, uint64_t h,
     sh->tombs++;
     sh->tomb_bytes += mem_item_cost(tomb);
     sh->st.total_items--;
-    mem_log(m, SEG_DELETE, tomb, 0, o);
+    mem_log(m, SEG_DELETE, tomb, h, 0, o);
     return TC_OK;
 }
 
@@ -716,7 +716,7 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     } else if (st == TC_OK && !copy_early) {
         if (old != NULL && mem_rewrite(m, sh, old, value, vlen, flags,
                                        exptime, meta, now)) {
-            mem_log(m, SEG_SET, old, 0, o);
+            mem_log(m, SEG_SET, old, h, 0, o);
             if (cas_out != NULL)
                 *cas_out = old->cas;
             pthread_mutex_unlock(&sh->lock);
@@ -731,7 +731,7 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         st = mem_publish(m, sh, h, f.pos, f.it, nit, now);
     }
     if (st == TC_OK) {
-        mem_log(m, SEG_SET, nit, 0, o);
+        mem_log(m, SEG_SET, nit, h, 0, o);
         if (cas_out != NULL)
             *cas_out = nit->cas;
         stored = (uintptr_t)nit;
@@ -774,7 +774,7 @@ static tc_status mem_mark_stale(mem *m, mem_shard *sh, uint64_t h,
         return st;
     }
     nit->atime = atime; /* marking is no access */
-    mem_log(m, SEG_SET, nit, 0, o);
+    mem_log(m, SEG_SET, nit, h, 0, o);
     return TC_OK;
 }
 
@@ -921,7 +921,7 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
         item_unref(nit);
         goto out;
     }
-    mem_log(m, SEG_SET, nit, 0, o);
+    mem_log(m, SEG_SET, nit, h, 0, o);
     if (res != NULL) {
         res->number = v;
         res->cas = nit->cas;
@@ -953,7 +953,7 @@ tc_status mem_touch(mem *m, uint64_t h, const void *key, size_t klen,
         st = TC_ENOTFOUND;
     } else {
         item_set_exptime(f.it, exptime);
-        mem_log(m, SEG_TOUCH, f.it, exptime, o);
+        mem_log(m, SEG_TOUCH, f.it, h, exptime, o);
         mem_bump(f.it, now);
         sh->st.touch_hits++;
     }
@@ -987,9 +987,8 @@ struct tc_item *mem_item_alloc(mem *m, const void *key, size_t klen,
     return item_new(m->slab, key, klen, vlen);
 }
 
-void mem_unpin(mem *m, struct tc_item *it)
+void mem_unpin(mem *m, struct tc_item *it, uint64_t h)
 {
-    uint64_t h = hash_key(item_key(it), item_klen(it), m->cfg.seed);
     mem_shard *sh = mem_shard_of(m, h);
     uint32_t pos;
 
@@ -1018,7 +1017,7 @@ uint64_t mem_relog(mem *m, uint64_t h, const void *key, size_t klen,
     if (it != NULL &&
         !(it->bits & (ITEM_TOMB | ITEM_PINNED)) &&
         (it->bits & ITEM_FREQ_MASK) != 0 && !item_expired(it, now))
-        lsn = disk_log(m->dk, SEG_SET, it, 0, false, NULL, NULL);
+        lsn = disk_log(m->dk, SEG_SET, it, h, 0, false, NULL, NULL);
     pthread_mutex_unlock(&sh->lock);
     return lsn;
 }

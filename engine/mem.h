@@ -152,7 +152,7 @@ struct tc_item *mem_item_alloc(mem *m, const void *key, size_t klen,
                                size_t vlen);
 /* The index now has the item's record: it may be evicted; a tombstone
  * goes. */
-void mem_unpin(mem *m, struct tc_item *it);
+void mem_unpin(mem *m, struct tc_item *it, uint64_t h);
 /*
  * Reclaim's rescue: if key's item is in memory, clean (not pinned), live
  * and was read since it got there, logs it again (a new record of the
