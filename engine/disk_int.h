@@ -120,8 +120,9 @@ struct disk {
 
     /* Reclaim (reclaim.c), done by the index writer. */
     io_queue *rq;
-    uint64_t rc_seg;       /* a segment drained, waiting to be deleted */
-    uint64_t rc_drain_lsn; /* when its rescues are all indexed */
+    uint64_t rc_segs[4];   /* segments drained, waiting to be deleted */
+    size_t rc_n;
+    uint64_t rc_drain_lsn; /* when their rescues are all indexed */
 
     /* Segments. */
     pthread_mutex_t seg_lock;

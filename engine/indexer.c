@@ -23,11 +23,11 @@
 
 #include "disk_int.h"
 #include "item.h"
+#include "keysort.h"
 
 /* A run holds this many records at most (larger under a skewed load, a
  * run sheds most of its records as superseded, ix_superseded). */
 #define IX_BATCH_MAX (1 << 20)
-#define IX_BATCH_TIGHT 8192 /* near the disk budget */
 /* A commit waits this long after the previous one for more records
  * (unless records in memory pass IX_HURRY of the queue's limit, or the
  * journal waits for room). A commit writes every LMDB page it changed:
@@ -35,6 +35,7 @@
  * longer the run, the more keys each page write carries, and the more of
  * its records a later record of the same key supersedes. */
 #define IX_INTERVAL_MS 1000
+#define IX_INTERVAL_TIGHT_MS 500 /* near the disk budget */
 #define IX_HURRY(d) ((d)->cfg.index_max / 2)
 /* CAS values are reserved this far ahead of the highest one logged. */
 #define IX_CAS_BLOCK (UINT64_C(1) << 32)
@@ -49,13 +50,6 @@ typedef struct ix_op {
     uint8_t kind;
 } ix_op;
 
-/* The order in which a run's entries are applied: by key (see ix_order). */
-typedef struct ix_key {
-    uint64_t a, b; /* 16 bytes of the key from the run's common prefix on,
-                    * big-endian, zero-padded */
-    uint32_t i;    /* the entry */
-} ix_key;
-
 /* A run: consecutive entries of the queue, applied in one transaction.
  * The entries are gathered in an array once (each pass would otherwise
  * chase the list's pointers again). The arrays stay allocated between
@@ -64,7 +58,7 @@ typedef struct ix_run {
     jr_entry **ents;
     bool *skip;   /* superseded within the run */
     jr_entry **order; /* the entries to apply, in order */
-    ix_key *keys, *tmp;
+    ks_key *keys, *tmp; /* order by key (ix_order) */
     size_t n, norder, cap;
     ix_op *ops;
     size_t nops, ops_cap;
@@ -270,95 +264,22 @@ static void ix_superseded(ix_run *r)
     free(slot);
 }
 
-static uint64_t ix_be64(const unsigned char *p, size_t len)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < 8; i++)
-        v = v << 8 | (i < len ? p[i] : 0);
-    return v;
-}
-
-/* LMDB's order of keys (memcmp, then the shorter first), entries of one
- * key in their run's order. */
-static int ix_key_cmp(const ix_run *r, const ix_key *x, const ix_key *y)
-{
-    if (x->a != y->a)
-        return x->a < y->a ? -1 : 1;
-    if (x->b != y->b)
-        return x->b < y->b ? -1 : 1;
-    const struct tc_item *p = r->ents[x->i]->item, *q = r->ents[y->i]->item;
-    size_t pl = item_klen(p), ql = item_klen(q);
-    int c = memcmp(item_key(p), item_key(q), pl < ql ? pl : ql);
-    if (c != 0)
-        return c;
-    if (pl != ql)
-        return pl < ql ? -1 : 1;
-    return x->i < y->i ? -1 : x->i > y->i;
-}
-
-/* Sorts k[0..n) (a merge sort: a key's entries are many under a skewed
- * load, and every order of input costs n log n at most). */
-static void ix_sort(const ix_run *r, ix_key *k, ix_key *tmp, size_t n)
-{
-    if (n <= 16) {
-        for (size_t i = 1; i < n; i++) {
-            ix_key v = k[i];
-            size_t j = i;
-            for (; j > 0 && ix_key_cmp(r, &k[j - 1], &v) > 0; j--)
-                k[j] = k[j - 1];
-            k[j] = v;
-        }
-        return;
-    }
-    size_t h = n / 2;
-    ix_sort(r, k, tmp, h);
-    ix_sort(r, k + h, tmp, n - h);
-    if (ix_key_cmp(r, &k[h - 1], &k[h]) <= 0)
-        return; /* already in order */
-    memcpy(tmp, k, h * sizeof(*k));
-    size_t i = 0, j = h, o = 0;
-    while (i < h && j < n)
-        k[o++] = ix_key_cmp(r, &tmp[i], &k[j]) <= 0 ? tmp[i++] : k[j++];
-    while (i < h)
-        k[o++] = tmp[i++];
-}
-
 /* Appends to order[] the kept entries of [from, to) (no FLUSH among them)
- * in key order. Puts of neighbouring keys then land on the LMDB page the
- * write cursor is on, instead of each descending the tree from its root
- * into pages spread over the map: several times faster under random
- * keys. The keys are sorted by 16 bytes past the prefix they all share
- * (most keys of an application start alike), the keys themselves read
- * only to break ties. */
+ * in key order (keysort.h); the entries of a key keep their order. */
 static void ix_order_keys(ix_run *r, size_t from, size_t to)
 {
-    size_t nk = 0, lcp = SIZE_MAX;
-    const struct tc_item *first = NULL;
+    size_t nk = 0;
     for (size_t i = from; i < to; i++) {
         if (i + 8 < to)
             __builtin_prefetch(r->ents[i + 8]->item);
         if (r->skip[i])
             continue;
         const struct tc_item *it = r->ents[i]->item;
-        if (first == NULL) {
-            first = it;
-            lcp = item_klen(it);
-        }
-        size_t l = 0, m = item_klen(it) < lcp ? item_klen(it) : lcp;
-        const char *a = item_key(first), *b = item_key(it);
-        while (l < m && a[l] == b[l])
-            l++;
-        lcp = l;
-        r->keys[nk++].i = (uint32_t)i;
+        r->keys[nk++] = (ks_key){.key = (const unsigned char *)item_key(it),
+                                 .klen = (uint32_t)item_klen(it),
+                                 .i = (uint32_t)i};
     }
-    for (size_t j = 0; j < nk; j++) {
-        const struct tc_item *it = r->ents[r->keys[j].i]->item;
-        const unsigned char *p = (const unsigned char *)item_key(it) + lcp;
-        size_t len = item_klen(it) - lcp;
-        r->keys[j].a = ix_be64(p, len);
-        r->keys[j].b = len > 8 ? ix_be64(p + 8, len - 8) : 0;
-    }
-    ix_sort(r, r->keys, r->tmp, nk);
+    ks_sort(r->keys, r->tmp, nk);
     for (size_t j = 0; j < nk; j++)
         r->order[r->norder++] = r->ents[r->keys[j].i];
 }
@@ -518,20 +439,20 @@ static void *indexer_main(void *arg)
             pthread_cond_timedwait(&d->ix_cond, &d->ix_lock, &ts);
         }
         d->ix_idle = false;
-        /* Near the budget, commits stay small and frequent, so that the
-         * index grows little between two looks at the budget. */
+        /* Near the budget, commits come more often: reclaiming a segment
+         * takes two of them (reclaim.c). */
         pthread_mutex_unlock(&d->ix_lock);
         bool tight = disk_usage(d) > d->cfg.disk_size - d->cfg.disk_size / 8;
-        size_t run_max = tight ? IX_BATCH_TIGHT : IX_BATCH_MAX;
+        uint64_t interval = tight ? IX_INTERVAL_TIGHT_MS : IX_INTERVAL_MS;
         pthread_mutex_lock(&d->ix_lock);
-        while (!tight && d->ix_head != NULL && !d->ix_stop && !d->ix_hurry &&
+        while (d->ix_head != NULL && !d->ix_stop && !d->ix_hurry &&
                atomic_load(&d->unindexed) < IX_HURRY(d)) {
             uint64_t now = now_ms();
-            if (now >= last_commit + IX_INTERVAL_MS)
+            if (now >= last_commit + interval)
                 break;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t left_ns = (last_commit + IX_INTERVAL_MS - now) * 1000000u;
+            uint64_t left_ns = (last_commit + interval - now) * 1000000u;
             ts.tv_sec += (time_t)(left_ns / 1000000000u);
             ts.tv_nsec += (long)(left_ns % 1000000000u);
             if (ts.tv_nsec >= 1000000000L) {
@@ -549,12 +470,12 @@ static void *indexer_main(void *arg)
         while (batch != NULL) {
             jr_entry *e = batch;
             run.n = 0;
-            while (e != NULL && run.n < run_max) {
+            while (e != NULL && run.n < IX_BATCH_MAX) {
                 if (e->next != NULL)
                     __builtin_prefetch(e->next->next);
                 if (run.n == run.cap) {
                     size_t cap = run.cap < 1024 ? 1024 : 2 * run.cap;
-                    if (!ix_run_reserve(&run, cap < run_max ? cap : run_max))
+                    if (!ix_run_reserve(&run, cap < IX_BATCH_MAX ? cap : IX_BATCH_MAX))
                         break; /* out of memory: a shorter run */
                 }
                 run.ents[run.n++] = e;

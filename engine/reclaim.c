@@ -28,13 +28,15 @@
 
 #include "disk_int.h"
 #include "item.h"
+#include "keysort.h"
 
-#define IDX_GROWTH 2
+#define IDX_GROWTH 3
 
 /* Bytes the directory holds, or is about to: the segments and the index
- * file. The index file never shrinks, and grows to about twice the pages
- * its trees use (a commit copies the pages it changes; the pages it frees
- * are reused only by a later one), so the index counts at least that
+ * file. The index file never shrinks, and grows to about three times the
+ * pages its trees use (a commit copies the pages it changes, up to the
+ * whole tree under random keys, and the pages it frees are reused only
+ * two commits later), so the index counts at least that
  * much: reclaiming starts before data.mdb has grown past its share, not
  * after, when dropping keys could no longer make it smaller. */
 uint64_t disk_usage(disk *d)
@@ -71,13 +73,11 @@ static bool reclaim_read(disk *d, int fd, unsigned char **buf, size_t *len)
     return true;
 }
 
-/* Step 3: deletes the drained segment once its rescues are indexed. */
-static void reclaim_finish(disk *d)
+#define RC_MAX (sizeof(((disk *)0)->rc_segs) / sizeof(uint64_t))
+
+/* Step 3: deletes a drained segment. */
+static void reclaim_delete(disk *d, uint64_t id)
 {
-    if (d->rc_seg == 0 ||
-        atomic_load(&d->st_indexed_lsn) < d->rc_drain_lsn)
-        return;
-    uint64_t id = d->rc_seg;
     int fd = -1;
     pthread_mutex_lock(&d->seg_lock);
     for (size_t i = 0; i < d->nsegs; i++) {
@@ -95,26 +95,37 @@ static void reclaim_finish(disk *d)
     if (fd >= 0)
         io_file_close(fd);
     io_file_unlink(d->dirfd, name);
-    io_dir_sync(d->dirfd);
     atomic_fetch_add(&d->st_reclaimed_segs, 1);
-    d->rc_seg = 0;
 }
 
-/* Steps 1 and 2 for the oldest segment. */
-static void reclaim_start(disk *d)
+/* Step 3 for the drained segments, once their rescues are indexed. */
+static void reclaim_finish(disk *d)
+{
+    if (d->rc_n == 0 || atomic_load(&d->st_indexed_lsn) < d->rc_drain_lsn)
+        return;
+    for (size_t i = 0; i < d->rc_n; i++)
+        reclaim_delete(d, d->rc_segs[i]);
+    io_dir_sync(d->dirfd);
+    d->rc_n = 0;
+    d->rc_drain_lsn = 0;
+}
+
+/* Steps 1 and 2 for the oldest segment not being drained yet; false if
+ * there is none to reclaim, or it failed. */
+static bool reclaim_start(disk *d)
 {
     uint64_t id = 0;
     int fd = -1;
     pthread_mutex_lock(&d->seg_lock);
-    if (d->nsegs > 1) {
-        id = d->segs[0].id;
-        fd = d->segs[0].fd;
+    if (d->nsegs > d->rc_n + 1) {
+        id = d->segs[d->rc_n].id;
+        fd = d->segs[d->rc_n].fd;
     }
     pthread_mutex_unlock(&d->seg_lock);
     /* Segments before the checkpoint's are wholly indexed and not being
      * written. */
     if (id == 0 || id >= d->meta.next_seg)
-        return;
+        return false;
 
     unsigned char *buf = NULL;
     size_t len = 0;
@@ -122,7 +133,7 @@ static void reclaim_start(disk *d)
         atomic_fetch_add(&d->st_disk_read_errors, 1);
         disk_warn(d, 0, "reclaim could not read segment %" PRIu64
                   "; it stays", id);
-        return;
+        return false;
     }
     uint64_t flush_lsn = d->meta.flush_lsn;
     uint32_t now = d->cfg.now(d->cfg.now_arg);
@@ -131,8 +142,11 @@ static void reclaim_start(disk *d)
     /* Keys to take out of the filter once the deletions are committed. */
     uint64_t *gone = NULL;
     size_t ngone = 0, capgone = 0;
-    tc_status st = idx_begin(d->ix);
-    for (size_t off = SEG_HDR_SIZE; st == TC_OK && off + SEG_REC_HDR <= len;) {
+    /* The segment's sets, looked up in key order (keysort.h). */
+    ks_key *keys = NULL, *tmp = NULL;
+    size_t nkeys = 0, capkeys = 0;
+    tc_status st = TC_OK;
+    for (size_t off = SEG_HDR_SIZE; off + SEG_REC_HDR <= len;) {
         seg_rec r;
         const unsigned char *key, *val;
         size_t n = seg_rec_decode(buf + off, len - off, &r, &key, &val);
@@ -144,18 +158,41 @@ static void reclaim_start(disk *d)
         off += n;
         if (r.type != SEG_SET)
             continue;
+        if (nkeys == capkeys) {
+            size_t cap = capkeys == 0 ? 4096 : capkeys * 2;
+            ks_key *k = realloc(keys, cap * sizeof(*k));
+            if (k == NULL) {
+                st = TC_ENOMEM;
+                break;
+            }
+            keys = k;
+            capkeys = cap;
+        }
+        keys[nkeys++] = (ks_key){.key = key, .klen = r.klen,
+                                 .i = (uint32_t)at};
+    }
+    if (st == TC_OK && nkeys > 1 &&
+        (tmp = malloc((nkeys / 2 + 1) * sizeof(*tmp))) == NULL)
+        st = TC_ENOMEM;
+    if (st == TC_OK) {
+        ks_sort(keys, tmp, nkeys);
+        st = idx_begin(d->ix);
+    }
+    for (size_t k = 0; st == TC_OK && k < nkeys; k++) {
+        const void *key = keys[k].key;
+        size_t klen = keys[k].klen;
         idx_loc loc;
-        if (idx_get_w(d->ix, key, r.klen, &loc) != TC_OK || loc.seg != id ||
-            loc.off != at)
+        if (idx_get_w(d->ix, key, klen, &loc) != TC_OK || loc.seg != id ||
+            loc.off != keys[k].i)
             continue; /* overwritten or deleted since: not live */
         bool dead = loc.lsn < flush_lsn ||
                     (loc.exptime != 0 && loc.exptime <= now);
-        uint64_t h = mem_hash(d->m, key, r.klen);
-        if (!dead && rescued_bytes + n <= d->cfg.segment_size / 2) {
-            uint64_t lsn = mem_relog(d->m, h, key, r.klen, now);
+        uint64_t h = mem_hash(d->m, key, klen);
+        if (!dead && rescued_bytes + loc.len <= d->cfg.segment_size / 2) {
+            uint64_t lsn = mem_relog(d->m, h, key, klen, now);
             if (lsn != 0) {
                 rescued++;
-                rescued_bytes += n;
+                rescued_bytes += loc.len;
                 if (lsn > drain)
                     drain = lsn;
                 continue;
@@ -171,7 +208,7 @@ static void reclaim_start(disk *d)
             gone = g;
             capgone = cap;
         }
-        st = idx_del(d->ix, key, r.klen, NULL);
+        st = idx_del(d->ix, key, klen, NULL);
         if (st == TC_OK) {
             live_dropped += loc.len;
             if (loc.lsn >= flush_lsn)
@@ -179,17 +216,19 @@ static void reclaim_start(disk *d)
             dropped++;
         }
     }
+    free(keys);
+    free(tmp);
     free(buf);
     if (st == TC_OK)
         st = idx_commit(d->ix);
     else
-        idx_abort(d->ix);
+        idx_abort(d->ix); /* nothing begun, or undone */
     if (st != TC_OK) {
         free(gone);
         atomic_fetch_add(&d->st_write_errors, 1);
         disk_warn(d, 0, "reclaim of segment %" PRIu64 " failed (%s); it "
                   "stays", id, tc_strerror(st));
-        return;
+        return false;
     }
     for (size_t i = 0; i < ngone; i++)
         filter_remove(d->filt, gone[i]);
@@ -197,21 +236,26 @@ static void reclaim_start(disk *d)
     disk_seg_live(d, id, -live_dropped);
     atomic_fetch_add(&d->st_reclaim_dropped, dropped);
     atomic_fetch_add(&d->st_reclaim_rescued, rescued);
-    d->rc_seg = id;
-    d->rc_drain_lsn = drain;
+    d->rc_segs[d->rc_n++] = id;
+    if (drain > d->rc_drain_lsn)
+        d->rc_drain_lsn = drain;
+    return true;
 }
 
 void reclaim_step(disk *d)
 {
-    if (d->rc_seg != 0) {
+    if (d->rc_n != 0) {
         reclaim_finish(d);
         return;
     }
     /* Half a segment early: the index grows by a commit's pages before
      * the next look, and the promise is one segment past the budget at
-     * most. */
-    if (disk_usage(d) + d->cfg.segment_size / 2 > d->cfg.disk_size) {
-        reclaim_start(d);
-        reclaim_finish(d);
-    }
+     * most. As many segments as that takes (RC_MAX at most) are drained
+     * together: a drain lasts two commits of the index writer, which
+     * come a second apart under a steady load (indexer.c), and the
+     * journal may fill more than a segment meanwhile. */
+    uint64_t usage = disk_usage(d) + d->cfg.segment_size / 2;
+    while (usage > d->cfg.disk_size && d->rc_n < RC_MAX && reclaim_start(d))
+        usage = usage > d->cfg.segment_size ? usage - d->cfg.segment_size : 0;
+    reclaim_finish(d);
 }
