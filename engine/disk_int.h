@@ -122,7 +122,7 @@ struct disk {
     io_queue *rq;
     uint64_t rc_segs[4];   /* segments drained, waiting to be deleted */
     size_t rc_n;
-    uint64_t rc_drain_lsn; /* when their rescues are all indexed */
+    _Atomic uint64_t rc_drain_lsn; /* when their rescues are all indexed */
 
     /* Segments. */
     pthread_mutex_t seg_lock;

@@ -302,13 +302,17 @@ static int writer_write(disk *d, size_t n, uint64_t off)
     return 0;
 }
 
-/* Moves to a new segment after the current one. Waits (a second at
- * most) for reclaim to make room within the budget first, so that the
- * directory outgrows disk_size by one segment at most. */
-static int writer_next_segment(disk *d)
+/* Moves to a new segment after the current one, for the record of LSN
+ * lsn. Waits (a second at most) for reclaim to make room within the
+ * budget first, so that the directory outgrows disk_size by one segment
+ * at most; but not for a reclaim that waits for this record or a later
+ * one (its rescues): it cannot end before they are written. */
+static int writer_next_segment(disk *d, uint64_t lsn)
 {
     int fd;
-    for (int i = 0; i < 100 && disk_usage(d) > d->cfg.disk_size; i++) {
+    for (int i = 0; i < 100 && disk_usage(d) > d->cfg.disk_size &&
+                    atomic_load(&d->rc_drain_lsn) < lsn;
+         i++) {
         pthread_mutex_lock(&d->ix_lock);
         d->ix_hurry = true; /* reclaiming waits for its next commit */
         pthread_cond_signal(&d->ix_cond);
@@ -401,7 +405,7 @@ static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
                     rc = writer_sync(d, *extra_fd); /* at most one pending */
                 *extra_fd = d->cur_fd;
                 if (rc == 0)
-                    rc = writer_next_segment(d);
+                    rc = writer_next_segment(d, e->lsn);
             }
             used = 0;
             start = d->cur_off;

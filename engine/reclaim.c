@@ -101,13 +101,14 @@ static void reclaim_delete(disk *d, uint64_t id)
 /* Step 3 for the drained segments, once their rescues are indexed. */
 static void reclaim_finish(disk *d)
 {
-    if (d->rc_n == 0 || atomic_load(&d->st_indexed_lsn) < d->rc_drain_lsn)
+    if (d->rc_n == 0 ||
+        atomic_load(&d->st_indexed_lsn) < atomic_load(&d->rc_drain_lsn))
         return;
     for (size_t i = 0; i < d->rc_n; i++)
         reclaim_delete(d, d->rc_segs[i]);
     io_dir_sync(d->dirfd);
     d->rc_n = 0;
-    d->rc_drain_lsn = 0;
+    atomic_store(&d->rc_drain_lsn, 0);
 }
 
 /* Steps 1 and 2 for the oldest segment not being drained yet; false if
@@ -237,8 +238,8 @@ static bool reclaim_start(disk *d)
     atomic_fetch_add(&d->st_reclaim_dropped, dropped);
     atomic_fetch_add(&d->st_reclaim_rescued, rescued);
     d->rc_segs[d->rc_n++] = id;
-    if (drain > d->rc_drain_lsn)
-        d->rc_drain_lsn = drain;
+    if (drain > atomic_load(&d->rc_drain_lsn))
+        atomic_store(&d->rc_drain_lsn, drain);
     return true;
 }
 
@@ -248,13 +249,14 @@ void reclaim_step(disk *d)
         reclaim_finish(d);
         return;
     }
-    /* Half a segment early: the index grows by a commit's pages before
-     * the next look, and the promise is one segment past the budget at
-     * most. As many segments as that takes (RC_MAX at most) are drained
+    /* A segment and a half early: the index grows by a commit's pages
+     * before the next look, the promise is one segment past the budget
+     * at most, and the journal should not have to wait for room: it goes
+     * on writing into the current segment while the drain lasts. As many segments as that takes (RC_MAX at most) are drained
      * together: a drain lasts two commits of the index writer, which
      * come a second apart under a steady load (indexer.c), and the
      * journal may fill more than a segment meanwhile. */
-    uint64_t usage = disk_usage(d) + d->cfg.segment_size / 2;
+    uint64_t usage = disk_usage(d) + d->cfg.segment_size * 3 / 2;
     while (usage > d->cfg.disk_size && d->rc_n < RC_MAX && reclaim_start(d))
         usage = usage > d->cfg.segment_size ? usage - d->cfg.segment_size : 0;
     reclaim_finish(d);
