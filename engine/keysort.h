@@ -15,8 +15,10 @@
 #ifndef TC_KEYSORT_H
 #define TC_KEYSORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct ks_key {
     uint64_t a, b;            /* set by ks_sort */
@@ -27,5 +29,12 @@ typedef struct ks_key {
 
 /* Sorts v[0..n); tmp has room for n / 2 + 1 keys. */
 void ks_sort(ks_key *v, ks_key *tmp, size_t n);
+
+/* Whether two keys of one sorted batch are the same key. */
+static inline bool ks_equal(const ks_key *x, const ks_key *y)
+{
+    return x->klen == y->klen && x->a == y->a && x->b == y->b &&
+           memcmp(x->key, y->key, x->klen) == 0;
+}
 
 #endif /* TC_KEYSORT_H */

@@ -179,13 +179,22 @@ static bool reclaim_start(disk *d)
         ks_sort(keys, tmp, nkeys);
         st = idx_begin(d->ix);
     }
-    for (size_t k = 0; st == TC_OK && k < nkeys; k++) {
+    for (size_t k = 0, next; st == TC_OK && k < nkeys; k = next) {
+        /* A key written many times has many records here: one lookup
+         * for them all, at most one of them live. */
+        next = k + 1;
+        while (next < nkeys && ks_equal(&keys[k], &keys[next]))
+            next++;
         const void *key = keys[k].key;
         size_t klen = keys[k].klen;
         idx_loc loc;
-        if (idx_get_w(d->ix, key, klen, &loc) != TC_OK || loc.seg != id ||
-            loc.off != keys[k].i)
+        if (idx_get_w(d->ix, key, klen, &loc) != TC_OK || loc.seg != id)
             continue; /* overwritten or deleted since: not live */
+        bool here = false;
+        for (size_t j = k; j < next && !here; j++)
+            here = loc.off == keys[j].i;
+        if (!here)
+            continue;
         bool dead = loc.lsn < flush_lsn ||
                     (loc.exptime != 0 && loc.exptime <= now);
         uint64_t h = mem_hash(d->m, key, klen);
