@@ -18,9 +18,9 @@
  * 1.5 us under random keys; in key order through one cursor, 0.2 us (plus
  * 0.1 us to sort). A commit writes every page the run changed, which
  * under random keys is most of the tree's leaves whatever the run's
- * length, so runs are long: up to a second apart (IX_INTERVAL_MS) and
- * half of index_max in size, where a quarter of 64 MiB used to be the
- * limit. Under that load about 2 records in 3 of a run are superseded.
+ * length, so runs are long: up to a second apart (IX_INTERVAL_MS), half
+ * of index_max or IX_BATCH_MAX records in size, where a quarter of 64 MiB
+ * used to be the limit. Under that load about 2 records in 3 of a run are superseded.
  *
  * The filter and the live bytes change only after a commit succeeded: a
  * failed commit (the map is full) is retried with the same records, and
@@ -37,10 +37,14 @@
 #include "disk_int.h"
 #include "item.h"
 #include "keysort.h"
+#include "vmem.h"
 
-/* A run holds this many records at most (larger under a skewed load, a
- * run sheds most of its records as superseded, ix_superseded). */
-#define IX_BATCH_MAX (1 << 20)
+/* A run holds this many records at most (the longer, the more of them a
+ * skewed load supersedes, ix_superseded; but LMDB keeps, for the life of
+ * the process, a buffer for every page its largest commit changed: with
+ * runs of a million sequential keys that was 36 MB more resident, 13
+ * bytes per item of a 1M fill, and with this limit nothing). */
+#define IX_BATCH_MAX (1 << 18)
 /* A commit waits this long after the previous one for more records
  * (unless records in memory pass IX_HURRY of the queue's limit, or the
  * journal waits for room). A commit writes every LMDB page it changed:
@@ -66,7 +70,8 @@ typedef struct ix_op {
 /* A run: consecutive entries of the queue, applied in one transaction.
  * The entries are gathered in an array once (each pass would otherwise
  * chase the list's pointers again). The arrays stay allocated between
- * runs of a steady load; ix_run_trim frees them when it eases. */
+ * runs of a steady load (each allocation of them is page faults again);
+ * ix_run_trim frees them when the index writer finds nothing to do. */
 typedef struct ix_run {
     jr_entry **ents;
     bool *skip;   /* superseded within the run */
@@ -77,38 +82,52 @@ typedef struct ix_run {
     size_t nops, ops_cap;
 } ix_run;
 
-static void ix_run_free(ix_run *r)
+/* Resizes the arrays of r for cap entries (0: frees them); false when
+ * out of memory, r then as it was. The arrays come from vmem.h. */
+static bool ix_run_resize(ix_run *r, size_t cap)
 {
-    free(r->ents);
-    free(r->skip);
-    free(r->order);
-    free(r->keys);
-    free(r->tmp);
-    free(r->ops);
-    *r = (ix_run){0};
+    struct {
+        void **p;
+        size_t size;
+    } a[] = {
+        {(void **)&r->ents, sizeof(*r->ents)},
+        {(void **)&r->skip, sizeof(*r->skip)},
+        {(void **)&r->order, sizeof(*r->order)},
+        {(void **)&r->keys, sizeof(*r->keys)},
+        {(void **)&r->tmp, sizeof(*r->tmp)}, /* half of cap, for ks_sort */
+    };
+    size_t n = sizeof(a) / sizeof(a[0]);
+    for (size_t i = 0; i < n; i++) {
+        size_t old = r->cap, now = cap;
+        if (i == n - 1) {
+            old = old > 0 ? old / 2 + 1 : 0;
+            now = now > 0 ? now / 2 + 1 : 0;
+        }
+        void *v = vm_resize(*a[i].p, old * a[i].size, now * a[i].size);
+        if (v == NULL && now > 0) {
+            /* Back to the old size: the ones before this one grew. */
+            for (size_t j = 0; j < i; j++) {
+                size_t sz = a[j].size;
+                *a[j].p = vm_resize(*a[j].p, cap * sz, r->cap * sz);
+            }
+            return false;
+        }
+        *a[i].p = v;
+    }
+    r->cap = cap;
+    return true;
 }
 
-static bool ix_grow(void **p, size_t n, size_t size)
+static void ix_run_free(ix_run *r)
 {
-    void *v = realloc(*p, n * size);
-    if (v == NULL)
-        return false;
-    *p = v;
-    return true;
+    ix_run_resize(r, 0);
+    vm_resize(r->ops, r->ops_cap * sizeof(*r->ops), 0);
+    *r = (ix_run){0};
 }
 
 static bool ix_run_reserve(ix_run *r, size_t n)
 {
-    if (n <= r->cap)
-        return true;
-    if (!ix_grow((void **)&r->ents, n, sizeof(*r->ents)) ||
-        !ix_grow((void **)&r->skip, n, sizeof(*r->skip)) ||
-        !ix_grow((void **)&r->order, n, sizeof(*r->order)) ||
-        !ix_grow((void **)&r->keys, n, sizeof(*r->keys)) ||
-        !ix_grow((void **)&r->tmp, n / 2 + 1, sizeof(*r->tmp)))
-        return false;
-    r->cap = n;
-    return true;
+    return n <= r->cap || ix_run_resize(r, n);
 }
 
 static void ix_run_trim(ix_run *r)
@@ -124,8 +143,11 @@ static bool ops_reserve(ix_run *r, size_t n)
 {
     if (n <= r->ops_cap)
         return true;
-    if (!ix_grow((void **)&r->ops, n, sizeof(*r->ops)))
+    ix_op *v = vm_resize(r->ops, r->ops_cap * sizeof(*r->ops),
+                         n * sizeof(*r->ops));
+    if (v == NULL)
         return false;
+    r->ops = v;
     r->ops_cap = n;
     return true;
 }
@@ -244,7 +266,7 @@ static void ix_superseded(ix_run *r)
     size_t n = r->n, cap = 16;
     while (cap < 2 * n)
         cap <<= 1;
-    ix_slot *slot = calloc(cap, sizeof(*slot));
+    ix_slot *slot = vm_resize(NULL, 0, cap * sizeof(*slot)); /* zeroed */
     memset(r->skip, 0, n * sizeof(*r->skip));
     if (slot == NULL)
         return;
@@ -274,7 +296,7 @@ static void ix_superseded(ix_run *r)
         else if (e->seg == 0 || e->type == SEG_SET || e->type == SEG_DELETE)
             slot[p] = (ix_slot){e->h, (uint32_t)(i + 1)};
     }
-    free(slot);
+    vm_resize(slot, cap * sizeof(*slot), 0);
 }
 
 /* Appends to order[] the kept entries of [from, to) (no FLUSH among them)
@@ -437,6 +459,13 @@ static void *indexer_main(void *arg)
     uint64_t last_commit = 0;
     ix_run run = {0};
     for (;;) {
+        /* Nothing to do: the arrays of the last runs go (a burst may
+         * have made them hundreds of megabytes). */
+        pthread_mutex_lock(&d->ix_lock);
+        bool idle = d->ix_head == NULL && !d->ix_stop;
+        pthread_mutex_unlock(&d->ix_lock);
+        if (idle)
+            ix_run_trim(&run);
         pthread_mutex_lock(&d->ix_lock);
         if (d->ix_head == NULL && !d->ix_stop) {
             /* Idle: wake now and then to keep the directory within its
@@ -480,7 +509,6 @@ static void *indexer_main(void *arg)
         bool stop = d->ix_stop;
         pthread_mutex_unlock(&d->ix_lock);
 
-        size_t taken = 0;
         while (batch != NULL) {
             jr_entry *e = batch;
             run.n = 0;
@@ -502,13 +530,8 @@ static void *indexer_main(void *arg)
             ix_commit_run(d, &run);
             ix_release(d, &run);
             last_commit = now_ms();
-            taken += run.n;
             batch = e;
         }
-        /* The arrays stay while the load lasts (each allocation of them
-         * is page faults again), and go once it has eased. */
-        if (taken < IX_KEEP_ENTRIES)
-            ix_run_trim(&run);
         if (stop) {
             ix_run_free(&run);
             return NULL;

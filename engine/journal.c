@@ -47,6 +47,7 @@
 #include "disk_int.h"
 #include "hash.h"
 #include "item.h"
+#include "vmem.h"
 
 _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
                    ITEM_M_KEY64 == SEG_M_KEY64 &&
@@ -64,6 +65,9 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
  * writer, which passes over a million of them a run, waited on memory
  * for most of its time). Emptied chunks are kept for reuse, a few. */
 #define JR_CHUNK 4096
+/* The encoding buffer: a batch is written in pieces of this size at most
+ * (a record larger than it in one piece of its own). */
+#define JR_WBUF_MAX ((size_t)4 << 20)
 #define JR_SPARE_CHUNKS 4
 
 typedef struct jr_chunk {
@@ -88,7 +92,7 @@ jr_entry *journal_entry_new(disk *d)
         if (c != NULL) {
             d->q_spare = c->next;
             d->q_nspare--;
-        } else if ((c = malloc(sizeof(*c))) == NULL) {
+        } else if ((c = vm_resize(NULL, 0, sizeof(*c))) == NULL) {
             return NULL;
         }
         c->used = c->back = 0;
@@ -113,7 +117,7 @@ static void chunk_back(disk *d, jr_chunk *c, uint32_t n)
         d->q_spare = c;
         d->q_nspare++;
     } else {
-        free(c);
+        vm_resize(c, sizeof(*c), 0);
     }
 }
 
@@ -409,6 +413,12 @@ static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
             }
             used = 0;
             start = d->cur_off;
+        } else if (rc == 0 && used > 0 && used + size > JR_WBUF_MAX) {
+            /* A large batch goes out in pieces: the buffer stays small. */
+            rc = writer_write(d, used, start);
+            d->cur_off = start + used;
+            used = 0;
+            start = d->cur_off;
         }
         if (rc == 0 && !wbuf_reserve(d, used + size))
             rc = -ENOMEM;
@@ -586,12 +596,12 @@ void journal_free_entries(disk *d)
 {
     while (d->q_spare != NULL) {
         jr_chunk *next = d->q_spare->next;
-        free(d->q_spare);
+        vm_resize(d->q_spare, sizeof(*d->q_spare), 0);
         d->q_spare = next;
     }
     d->q_nspare = 0;
     /* Every entry came back (the index writer has stopped): the current
      * chunk is the only one left. */
-    free(d->q_chunk);
+    vm_resize(d->q_chunk, sizeof(*d->q_chunk), 0);
     d->q_chunk = NULL;
 }
