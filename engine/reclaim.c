@@ -111,6 +111,19 @@ static void reclaim_finish(disk *d)
     atomic_store(&d->rc_drain_lsn, 0);
 }
 
+/* Doubles the array *v of *cap elements of size bytes (first when
+ * empty); false when out of memory, *v then as it was. */
+static bool rc_grow(void **v, size_t *cap, size_t size, size_t first)
+{
+    size_t n = *cap == 0 ? first : *cap * 2;
+    void *p = realloc(*v, n * size);
+    if (p == NULL)
+        return false;
+    *v = p;
+    *cap = n;
+    return true;
+}
+
 /* Steps 1 and 2 for the oldest segment not being drained yet; false if
  * there is none to reclaim, or it failed. */
 static bool reclaim_start(disk *d)
@@ -159,15 +172,10 @@ static bool reclaim_start(disk *d)
         off += n;
         if (r.type != SEG_SET)
             continue;
-        if (nkeys == capkeys) {
-            size_t cap = capkeys == 0 ? 4096 : capkeys * 2;
-            ks_key *k = realloc(keys, cap * sizeof(*k));
-            if (k == NULL) {
-                st = TC_ENOMEM;
-                break;
-            }
-            keys = k;
-            capkeys = cap;
+        if (nkeys == capkeys &&
+            !rc_grow((void **)&keys, &capkeys, sizeof(*keys), 4096)) {
+            st = TC_ENOMEM;
+            break;
         }
         keys[nkeys++] = (ks_key){.key = key, .klen = r.klen,
                                  .i = (uint32_t)at};
@@ -208,15 +216,10 @@ static bool reclaim_start(disk *d)
                 continue;
             }
         }
-        if (loc.lsn >= flush_lsn && ngone == capgone) {
-            size_t cap = capgone == 0 ? 1024 : capgone * 2;
-            uint64_t *g = realloc(gone, cap * sizeof(*g));
-            if (g == NULL) {
-                st = TC_ENOMEM;
-                break;
-            }
-            gone = g;
-            capgone = cap;
+        if (loc.lsn >= flush_lsn && ngone == capgone &&
+            !rc_grow((void **)&gone, &capgone, sizeof(*gone), 1024)) {
+            st = TC_ENOMEM;
+            break;
         }
         st = idx_del(d->ix, key, klen, NULL);
         if (st == TC_OK) {
