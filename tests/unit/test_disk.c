@@ -297,6 +297,52 @@ static void flush_survives_restart(void)
     tc_close(e);
 }
 
+/* Waits until every change so far is in the index. */
+static void wait_indexed(tc_engine *e)
+{
+    for (int i = 0; i < 500 && (tcu_stat(e, "index_lag_records") != 0 ||
+                                tcu_stat(e, "journal_lag_bytes") != 0);
+         i++)
+        usleep(10000);
+    TCT_EQ_U64(tcu_stat(e, "journal_lag_bytes"), 0);
+}
+
+/* One index run holding sets, a flush and sets again. The run is applied
+ * in key order, yet the flush still divides it: the keys set before it
+ * leave the filter of keys on disk and the keys set after it count (in
+ * LSN order, "aa-after" would come before the flush); a key set twice in
+ * the run is applied once. */
+static void flush_inside_one_index_run(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "first", "0", 0, 0);
+    wait_indexed(e); /* the next commit is a second away: one run follows */
+    uint64_t batches = tcu_stat(e, "index_batches");
+    uint64_t superseded = tcu_stat(e, "index_superseded");
+    put(e, "zz-before", "1", 0, 0);
+    put(e, "aa-before", "2", 0, 0);
+    TCT_EQ_ST(tc_flush(e, 0), TC_OK);
+    put(e, "mm-after", "3", 0, 0);
+    put(e, "aa-after", "4", 0, 0);
+    put(e, "aa-after", "5", 0, 0);
+    wait_indexed(e);
+    TCT_EQ_U64(tcu_stat(e, "index_batches"), batches + 1);
+    TCT_EQ_U64(tcu_stat(e, "index_superseded"), superseded + 1);
+    TCT_EQ_U64(tcu_stat(e, "disk_filter_keys"), 2);
+    tc_close(e);
+
+    e = open_disk(&clk);
+    expect_absent(e, "first");
+    expect_absent(e, "zz-before");
+    expect_absent(e, "aa-before");
+    expect(e, "mm-after", "3");
+    expect(e, "aa-after", "5");
+    TCT_EQ_U64(tcu_stat(e, "disk_filter_keys"), 2);
+    tc_close(e);
+}
+
 /* A working set four times the memory tier, all served. */
 static void working_set_four_times_memory(void)
 {
@@ -841,7 +887,8 @@ static bool use_uring(void)
 static const tct_case cases[] = {
     TCT(restart_keeps_items),          TCT(changes_survive_restart),
     TCT(operations_on_disk_items),     TCT(cas_never_goes_back),
-    TCT(flush_survives_restart),       TCT(working_set_four_times_memory),
+    TCT(flush_survives_restart),       TCT(flush_inside_one_index_run),
+    TCT(working_set_four_times_memory),
     TCT(miss_costs_no_disk_read),      TCT(lost_index_rebuilt),
     TCT(damage_in_the_middle_skipped), TCT(torn_tail_cut),
     TCT(second_process_refused),       TCT(other_format_refused),
