@@ -121,6 +121,17 @@ static inline uint64_t tcu_stat_at(tc_engine *e, const char *name,
     return f.value;
 }
 
+/* Waits (5 s at most) until every change so far is in the index, and
+ * checks that it is. */
+static inline void tcu_wait_indexed(tc_engine *e)
+{
+    for (int i = 0; i < 500 && (tcu_stat(e, "index_lag_records") != 0 ||
+                                tcu_stat(e, "journal_lag_bytes") != 0);
+         i++)
+        usleep(10000);
+    TCT_EQ_U64(tcu_stat(e, "journal_lag_bytes"), 0);
+}
+
 /* Key "<prefix><n>" into buf (size >= 64); returns its length. */
 static inline size_t tcu_key(char *buf, const char *prefix, uint64_t n)
 {

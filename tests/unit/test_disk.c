@@ -297,16 +297,6 @@ static void flush_survives_restart(void)
     tc_close(e);
 }
 
-/* Waits until every change so far is in the index. */
-static void wait_indexed(tc_engine *e)
-{
-    for (int i = 0; i < 500 && (tcu_stat(e, "index_lag_records") != 0 ||
-                                tcu_stat(e, "journal_lag_bytes") != 0);
-         i++)
-        usleep(10000);
-    TCT_EQ_U64(tcu_stat(e, "journal_lag_bytes"), 0);
-}
-
 /* One index run holding sets, a flush and sets again. The run is applied
  * in key order, yet the flush still divides it: the keys set before it
  * leave the filter of keys on disk and the keys set after it count (in
@@ -318,7 +308,7 @@ static void flush_inside_one_index_run(void)
     fresh_dir();
     tc_engine *e = open_disk(&clk);
     put(e, "first", "0", 0, 0);
-    wait_indexed(e); /* the next commit is a second away: one run follows */
+    tcu_wait_indexed(e); /* the next commit is a second away: one run follows */
     uint64_t batches = tcu_stat(e, "index_batches");
     uint64_t superseded = tcu_stat(e, "index_superseded");
     put(e, "zz-before", "1", 0, 0);
@@ -327,7 +317,7 @@ static void flush_inside_one_index_run(void)
     put(e, "mm-after", "3", 0, 0);
     put(e, "aa-after", "4", 0, 0);
     put(e, "aa-after", "5", 0, 0);
-    wait_indexed(e);
+    tcu_wait_indexed(e);
     TCT_EQ_U64(tcu_stat(e, "index_batches"), batches + 1);
     TCT_EQ_U64(tcu_stat(e, "index_superseded"), superseded + 1);
     TCT_EQ_U64(tcu_stat(e, "disk_filter_keys"), 2);

@@ -336,11 +336,7 @@ static void write_and_delete_during_preload_win(void)
      * may go), before the preload goes on. */
     kl = key_of(5, k);
     TCT_EQ_ST(tc_store(e, TC_SET, k, kl, "indexed", 7, 0, 0, 0, NULL), TC_OK);
-    for (int i = 0; i < 500 && (tcu_stat(e, "index_lag_records") != 0 ||
-                                tcu_stat(e, "journal_lag_bytes") != 0);
-         i++)
-        usleep(10000);
-    TCT_EQ_U64(tcu_stat(e, "journal_lag_bytes"), 0);
+    tcu_wait_indexed(e);
 
     pthread_mutex_lock(&g.lock);
     g.open = true;
