@@ -43,6 +43,8 @@ typedef struct jr_entry {
     uint64_t h;            /* the key's hash (mem_hash), 0 for SEG_FLUSH */
     uint8_t type;
     bool scheduled;        /* SEG_FLUSH: a delayed flush, not yet due */
+    bool coalesced;        /* not written: a later entry of its key in
+                            * the same journal batch replaced it */
     struct tc_item *item;  /* a reference; NULL for SEG_FLUSH */
     uint32_t exptime;      /* SEG_TOUCH, SEG_FLUSH */
     uint8_t meta;          /* the item's state as logged (SEG_M_*) */
@@ -55,6 +57,13 @@ typedef struct jr_entry {
     uint32_t len;
     uint8_t codec;
 } jr_entry;
+
+/* A hash table over the keys of a batch of entries, kept between batches
+ * by its user (zero-initialised; jr_dedup_free frees it). */
+typedef struct jr_dedup {
+    struct jr_slot *slot;
+    size_t cap;
+} jr_dedup;
 
 typedef struct seg_info {
     uint64_t id;
@@ -95,6 +104,11 @@ struct disk {
     zc *wz;
     unsigned char *wbuf;
     size_t wbuf_cap;
+    /* The writer's batch as an array, for jr_supersede. */
+    jr_entry **jw_ents;
+    bool *jw_skip;
+    size_t jw_cap;
+    jr_dedup jw_dedup;
     uint64_t cur_seg; /* the segment being appended to */
     int cur_fd;
     uint64_t cur_off; /* where the next record goes */
@@ -138,6 +152,7 @@ struct disk {
     /* Statistics (relaxed atomics). */
     _Atomic uint64_t st_journal_bytes;
     _Atomic uint64_t st_journal_records;
+    _Atomic uint64_t st_journal_coalesced;
     _Atomic uint64_t st_fsyncs;
     _Atomic uint64_t st_fsync_us_total;
     _Atomic uint64_t st_fsync_us_max;
@@ -164,6 +179,15 @@ struct disk {
 };
 
 /* journal.c */
+/* Marks in skip[] the entries of ents[] (in LSN order) whose key a later
+ * entry of ents[] decides: a SET or a DELETE, and when written is true a
+ * failed write too (seg 0: it takes the key out). A TOUCH depends on
+ * what it touches, so it decides nothing and the entries before it stay.
+ * FLUSH entries are never marked, coalesced ones always (they decide
+ * nothing). Out of memory, only the coalesced are marked. */
+void jr_supersede(jr_dedup *t, jr_entry *const *ents, size_t n, bool *skip,
+                  bool written);
+void jr_dedup_free(jr_dedup *t);
 tc_status journal_start(disk *d);
 void journal_stop(disk *d);
 jr_entry *journal_entry_new(disk *d); /* with q_lock held */

@@ -10,7 +10,8 @@
  * flush state) is written in the same transaction, so a committed
  * checkpoint always matches the keys. Commits are synchronous (idx.h).
  * Within a run, a record that a later one of its key replaces is skipped
- * (ix_superseded), and the rest are applied in key order (ix_order), the
+ * (jr_supersede), as are those the journal writer did not write for that
+ * reason (coalesced), and the rest are applied in key order (ix_order), the
  * records of one key in LSN order.
  *
  * What this costs, measured (1M keys, 100-byte values, Zipf 0.99 sets):
@@ -80,6 +81,7 @@ typedef struct ix_run {
     size_t n, norder, cap;
     ix_op *ops;
     size_t nops, ops_cap;
+    jr_dedup dedup; /* for jr_supersede */
 } ix_run;
 
 /* Resizes the arrays of r for cap entries (0: frees them); false when
@@ -122,6 +124,7 @@ static void ix_run_free(ix_run *r)
 {
     ix_run_resize(r, 0);
     vm_resize(r->ops, r->ops_cap * sizeof(*r->ops), 0);
+    jr_dedup_free(&r->dedup);
     *r = (ix_run){0};
 }
 
@@ -249,56 +252,6 @@ static tc_status ix_apply(disk *d, ix_run *r, jr_entry *e)
     return TC_OK;
 }
 
-/* Marks in skip[] the entries of a run whose key a later entry of the run
- * decides: a SET, a DELETE, or a failed write (which takes the key out).
- * The index, the filter and the live bytes end the same without them (a
- * TOUCH depends on what it touches, so it decides nothing, and a record
- * before it is kept). Under a skewed load most of a run's records are of
- * keys written again in it. Keys are told apart by their hash first; the
- * keys themselves are compared only when the hashes are equal. Out of
- * memory, nothing is skipped. */
-static void ix_superseded(ix_run *r)
-{
-    typedef struct {
-        uint64_t h;
-        uint32_t i; /* entry index + 1, 0 = free */
-    } ix_slot;
-    size_t n = r->n, cap = 16;
-    while (cap < 2 * n)
-        cap <<= 1;
-    ix_slot *slot = vm_resize(NULL, 0, cap * sizeof(*slot)); /* zeroed */
-    memset(r->skip, 0, n * sizeof(*r->skip));
-    if (slot == NULL)
-        return;
-    for (size_t i = n; i-- > 0;) {
-        if (i >= 8) {
-            /* Its slot, and its item: most keys of a skewed run are
-             * found, and then the keys are compared. */
-            __builtin_prefetch(&slot[r->ents[i - 8]->h & (cap - 1)], 1);
-            if (r->ents[i - 8]->item != NULL)
-                __builtin_prefetch(r->ents[i - 8]->item);
-        }
-        const jr_entry *e = r->ents[i];
-        const struct tc_item *it = e->item;
-        if (it == NULL)
-            continue; /* FLUSH */
-        size_t p = (size_t)e->h & (cap - 1);
-        for (; slot[p].i != 0; p = (p + 1) & (cap - 1)) {
-            if (slot[p].h != e->h)
-                continue;
-            const struct tc_item *o = r->ents[slot[p].i - 1]->item;
-            if (item_klen(o) == item_klen(it) &&
-                memcmp(item_key(o), item_key(it), item_klen(it)) == 0)
-                break;
-        }
-        if (slot[p].i != 0)
-            r->skip[i] = true;
-        else if (e->seg == 0 || e->type == SEG_SET || e->type == SEG_DELETE)
-            slot[p] = (ix_slot){e->h, (uint32_t)(i + 1)};
-    }
-    vm_resize(slot, cap * sizeof(*slot), 0);
-}
-
 /* Appends to order[] the kept entries of [from, to) (no FLUSH among them)
  * in key order (keysort.h); the entries of a key keep their order. */
 static void ix_order_keys(ix_run *r, size_t from, size_t to)
@@ -352,7 +305,10 @@ static void ix_commit_run(disk *d, ix_run *r)
         if (e->seg != 0)
             last_written = e;
     }
-    ix_superseded(r);
+    /* Skipped: the entries of keys a later entry of the run decides (the
+     * index, the filter and the live bytes end the same without them),
+     * and those the journal did not write for the same reason. */
+    jr_supersede(&r->dedup, r->ents, r->n, r->skip, true);
     ix_order(r);
     for (unsigned attempt = 0;; attempt++) {
         idx_meta saved = d->meta;

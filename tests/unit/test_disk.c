@@ -333,6 +333,54 @@ static void flush_inside_one_index_run(void)
     tc_close(e);
 }
 
+/* Records of one key in the same journal batch: only the last SET or
+ * DELETE is written (the ones before it are coalesced); a TOUCH keeps the
+ * record it touches. The batch is made certain by a long flush period:
+ * once the first record is written, the writer waits for the period's
+ * end before it takes the next batch. */
+static void journal_coalesces_a_batch(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.flush_ms = 2000;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    put(e, "first", "0", 0, 0);
+    for (int i = 0; i < 2000 && tcu_stat(e, "journal_records") == 0; i++)
+        usleep(1000);
+    TCT_EQ_U64(tcu_stat(e, "journal_records"), 1);
+    put(e, "k", "a", 1, 0);
+    put(e, "k", "b", 2, 0);
+    put(e, "k", "c", 3, 0);
+    put(e, "t", "x", 4, 0);
+    TCT_EQ_ST(tc_touch(e, "t", 1, TCU_T0 + 1000), TC_OK);
+    put(e, "gone", "y", 5, 0);
+    TCT_EQ_ST(tc_delete(e, "gone", 4), TC_OK);
+    tcu_wait_indexed(e);
+    TCT_EQ_U64(tcu_stat(e, "journal_coalesced"), 3); /* k a, k b, gone y */
+    TCT_EQ_U64(tcu_stat(e, "journal_records"), 1 + 4); /* k, t, touch, delete */
+    TCT_EQ_U64(tcu_stat(e, "disk_write_errors"), 0);
+    TCT_EQ_U64(tcu_stat(e, "disk_filter_keys"), 3); /* first, k, t */
+    tc_close(e);
+
+    /* What the journal holds: the index rebuilt from it alone. */
+    char p[512];
+    snprintf(p, sizeof(p), "%s/index", dir);
+    tcu_rm_rf(p);
+    e = open_disk(&clk);
+    TCT_EQ_U64(tcu_stat(e, "recovery_records"), 5);
+    TCT_EQ_U64(tcu_stat(e, "disk_items"), 3);
+    expect(e, "first", "0");
+    expect(e, "k", "c");
+    expect(e, "t", "x");
+    expect_absent(e, "gone");
+    tcu_clock_add(&clk, 1001);
+    expect_absent(e, "t"); /* the touch was kept */
+    tc_close(e);
+}
+
 /* A working set four times the memory tier, all served. */
 static void working_set_four_times_memory(void)
 {
@@ -415,12 +463,17 @@ static void lost_index_rebuilt(void)
         TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, vl, 0, 0, 0, NULL), TC_OK);
     }
     TCT_EQ_ST(tc_delete(e, "r:5", 3), TC_OK);
+    tcu_wait_indexed(e);
+    /* The set of r:5 is not written when its delete came in the same
+     * journal batch (coalesced). */
+    uint64_t written = tcu_stat(e, "journal_records");
+    TCT_EQ_U64(written + tcu_stat(e, "journal_coalesced"), 301);
     tc_close(e);
     char p[512];
     snprintf(p, sizeof(p), "%s/index", dir);
     tcu_rm_rf(p);
     e = open_disk(&clk);
-    TCT_EQ_U64(tcu_stat(e, "recovery_records"), 301);
+    TCT_EQ_U64(tcu_stat(e, "recovery_records"), written);
     TCT_EQ_U64(tcu_stat(e, "disk_items"), 299);
     for (unsigned i = 0; i < 300; i++) {
         size_t kl = tcu_key(key, "r:", i);
@@ -878,6 +931,7 @@ static const tct_case cases[] = {
     TCT(restart_keeps_items),          TCT(changes_survive_restart),
     TCT(operations_on_disk_items),     TCT(cas_never_goes_back),
     TCT(flush_survives_restart),       TCT(flush_inside_one_index_run),
+    TCT(journal_coalesces_a_batch),
     TCT(working_set_four_times_memory),
     TCT(miss_costs_no_disk_read),      TCT(lost_index_rebuilt),
     TCT(damage_in_the_middle_skipped), TCT(torn_tail_cut),
