@@ -235,7 +235,7 @@ tc_durability disk_durability(const disk *d)
 /* ---- superseded entries ---- */
 
 struct jr_slot {
-    uint64_t h;
+    uint32_t h; /* 32 bits of the hash: the keys are compared anyway */
     uint32_t i; /* entry index + 1, 0 = free */
 };
 
@@ -280,7 +280,7 @@ void jr_supersede(jr_dedup *t, jr_entry *const *ents, size_t n, bool *skip,
             continue; /* FLUSH; or not written, deciding nothing */
         size_t p = (size_t)e->h & (cap - 1);
         for (; slot[p].i != 0; p = (p + 1) & (cap - 1)) {
-            if (slot[p].h != e->h)
+            if (slot[p].h != (uint32_t)(e->h >> 32))
                 continue;
             const struct tc_item *o = ents[slot[p].i - 1]->item;
             if (item_klen(o) == item_klen(it) &&
@@ -291,7 +291,8 @@ void jr_supersede(jr_dedup *t, jr_entry *const *ents, size_t n, bool *skip,
             skip[i] = true;
         else if ((written && e->seg == 0) || e->type == SEG_SET ||
                  e->type == SEG_DELETE)
-            slot[p] = (struct jr_slot){e->h, (uint32_t)(i + 1)};
+            slot[p] = (struct jr_slot){(uint32_t)(e->h >> 32),
+                                       (uint32_t)(i + 1)};
     }
 }
 

@@ -264,9 +264,10 @@ void reclaim_step(disk *d)
     /* A segment and a half early: the index grows by a commit's pages
      * before the next look, the promise is one segment past the budget
      * at most, and the journal should not have to wait for room: it goes
-     * on writing into the current segment while the drain lasts. As many segments as that takes (RC_MAX at most) are drained
-     * together: a drain lasts two commits of the index writer, which
-     * come a second apart under a steady load (indexer.c), and the
+     * on writing into the current segment while the drain lasts. As
+     * many segments as that takes (RC_MAX at most) are drained together:
+     * a drain lasts two commits of the index writer, which come 1.5 s
+     * apart near the budget under a steady load (indexer.c), and the
      * journal may fill more than a segment meanwhile. */
     uint64_t usage = disk_usage(d) + d->cfg.segment_size * 3 / 2;
     while (usage > d->cfg.disk_size && d->rc_n < RC_MAX && reclaim_start(d))
