@@ -88,7 +88,7 @@ struct disk {
     size_t q_bytes;
     uint64_t next_lsn;
     struct jr_chunk *q_chunk; /* entries are handed out from it */
-    struct jr_chunk *q_spare; /* emptied chunks, JR_SPARE_CHUNKS at most */
+    struct jr_chunk *q_spare; /* emptied chunks (journal_trim_spares) */
     size_t q_nspare;
     bool stopping;
     bool jr_idle; /* the writer sleeps with nothing written to sync */
@@ -193,6 +193,9 @@ void journal_stop(disk *d);
 jr_entry *journal_entry_new(disk *d); /* with q_lock held */
 /* Gives back the n entries of ents[] (any order; best in LSN order). */
 void journal_entries_free(disk *d, jr_entry *const *ents, size_t n);
+/* Frees the emptied chunks of entries but a few (the index writer, when
+ * it has nothing to do). */
+void journal_trim_spares(disk *d);
 /* Frees the chunks of entries (at close, once every entry came back). */
 void journal_free_entries(disk *d);
 

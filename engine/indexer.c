@@ -453,8 +453,10 @@ static void *indexer_main(void *arg)
         pthread_mutex_lock(&d->ix_lock);
         bool idle = d->ix_head == NULL && !d->ix_stop;
         pthread_mutex_unlock(&d->ix_lock);
-        if (idle)
+        if (idle) {
             ix_run_trim(&run);
+            journal_trim_spares(d);
+        }
         pthread_mutex_lock(&d->ix_lock);
         if (d->ix_head == NULL && !d->ix_stop) {
             /* Idle: wake now and then to keep the directory within its

@@ -65,11 +65,15 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
  * then walks through consecutive memory (entries malloc'd one by one and
  * recycled through a free list lie all over the heap, and the index
  * writer, which passes over a million of them a run, waited on memory
- * for most of its time). Emptied chunks are kept for reuse, a few. */
+ * for most of its time). Emptied chunks are kept for reuse. */
 #define JR_CHUNK 4096
 /* The encoding buffer: a batch is written in pieces of this size at most
  * (a record larger than it in one piece of its own). */
 #define JR_WBUF_MAX ((size_t)4 << 20)
+/* Emptied chunks are all kept while the index writer is busy (under a
+ * steady load as many chunks empty as fill: a chunk mapped afresh for
+ * every 4096 sets cost the workers a page fault every 40 sets), and
+ * trimmed to this many when it idles (journal_trim_spares). */
 #define JR_SPARE_CHUNKS 4
 
 typedef struct jr_chunk {
@@ -114,13 +118,23 @@ static void chunk_back(disk *d, jr_chunk *c, uint32_t n)
         return; /* entries still out, or more to hand out */
     if (c == d->q_chunk) {
         c->used = c->back = 0;
-    } else if (d->q_nspare < JR_SPARE_CHUNKS) {
+    } else {
         c->next = d->q_spare;
         d->q_spare = c;
         d->q_nspare++;
-    } else {
+    }
+}
+
+void journal_trim_spares(disk *d)
+{
+    pthread_mutex_lock(&d->q_lock);
+    while (d->q_nspare > JR_SPARE_CHUNKS) {
+        jr_chunk *c = d->q_spare;
+        d->q_spare = c->next;
+        d->q_nspare--;
         vm_resize(c, sizeof(*c), 0);
     }
+    pthread_mutex_unlock(&d->q_lock);
 }
 
 void journal_entries_free(disk *d, jr_entry *const *ents, size_t n)
