@@ -134,6 +134,8 @@ struct disk {
 
     /* Reclaim (reclaim.c), done by the index writer. */
     io_queue *rq;
+    struct rc_job *rc_job[4]; /* segments read, to drain (reclaim.c) */
+    size_t rc_njob;
     uint64_t rc_segs[4];   /* segments drained, waiting to be deleted */
     size_t rc_n;
     _Atomic uint64_t rc_drain_lsn; /* when their rescues are all indexed */
@@ -205,8 +207,18 @@ void indexer_stop(disk *d);
 /* Hands durable entries to the index writer. */
 void indexer_push(disk *d, jr_entry *head, jr_entry *tail);
 
-/* reclaim.c: one step of keeping the directory within disk_size (the
- * index writer's thread). */
+/* reclaim.c: keeps the directory within disk_size, from the index
+ * writer's thread. reclaim_plan reads the segments to reclaim, if it is
+ * time; reclaim_apply drains them in the index writer's open transaction;
+ * reclaim_applied says whether that transaction committed (if not, they
+ * are planned again later); reclaim_finish deletes the drained segments
+ * once their rescued records are indexed. reclaim_step does all of it in
+ * a transaction of its own (when there is no run to join). */
+typedef struct rc_job rc_job;
+void reclaim_plan(disk *d);
+tc_status reclaim_apply(disk *d);
+void reclaim_applied(disk *d, bool committed);
+void reclaim_finish(disk *d);
 void reclaim_step(disk *d);
 /* Bytes the directory holds: segments and the index file. */
 uint64_t disk_usage(disk *d);

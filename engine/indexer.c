@@ -357,6 +357,11 @@ static void ix_commit_run(disk *d, ix_run *r)
                 __builtin_prefetch(r->order[k + 8]->item);
             st = ix_apply(d, r, r->order[k]);
         }
+        /* The segments reclaim_plan read are drained in the same
+         * transaction: most of the pages they change, the run changed
+         * already, and one commit writes them once. */
+        if (st == TC_OK)
+            st = reclaim_apply(d);
         if (st == TC_OK) {
             d->meta.checkpoint_lsn = r->ents[r->n - 1]->lsn;
             if (last_written != NULL) {
@@ -374,6 +379,7 @@ static void ix_commit_run(disk *d, ix_run *r)
             idx_abort(d->ix);
         if (st == TC_OK)
             break;
+        reclaim_applied(d, false); /* read again when it is time */
         d->meta = saved;
         atomic_store(&d->st_last_errno, st == TC_ENOSPC ? ENOSPC : EIO);
         atomic_fetch_add(&d->st_write_errors, 1);
@@ -404,6 +410,7 @@ static void ix_commit_run(disk *d, ix_run *r)
             break;
         }
     }
+    reclaim_applied(d, true);
     atomic_fetch_add(&d->st_index_batches, 1);
     atomic_fetch_add(&d->st_index_records, r->n);
     atomic_fetch_add(&d->st_index_superseded, r->n - r->norder);
@@ -522,8 +529,10 @@ static void *indexer_main(void *arg)
             ix_skip(&run);
             if (run.n < gathered)
                 e = run.ents[run.n]; /* the rest: the next run */
+            reclaim_plan(d);
             ix_commit_run(d, &run);
             ix_release(d, &run);
+            reclaim_finish(d);
             last_commit = now_ms();
             batch = e;
         }

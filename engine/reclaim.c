@@ -2,12 +2,14 @@
  * reclaim.c - keeps the data directory within its budget (disk_size).
  *
  * When the segments and the index take more than the budget, the oldest
- * segment is reclaimed, by the index writer, between two of its batches:
- *   1. its records are read; a record the index still points at is live;
- *   2. a live item that is hot (in the memory tier and read since it got
+ * segment is reclaimed by the index writer:
+ *   1. the keys of its records are read, before a transaction;
+ *   2. in the transaction of the index writer's next run (or one of its
+ *      own if none comes), a record the index still points at is live; a
+ *      live item that is hot (in the memory tier and read since it got
  *      there) is rescued: logged again from memory, so it gets a new
  *      record at the journal's head; the rest, and the expired or flushed,
- *      are dropped from the index (and the filter) in one transaction;
+ *      are dropped from the index (and the filter) at the commit;
  *   3. once the rescued records are in the index (the index writer has
  *      passed the highest LSN they got), nothing points into the segment:
  *      its file is deleted and the directory synced.
@@ -49,30 +51,6 @@ uint64_t disk_usage(disk *d)
     return n * d->cfg.segment_size + (grows > file ? grows : file);
 }
 
-static bool reclaim_read(disk *d, int fd, unsigned char **buf, size_t *len)
-{
-    struct stat sb;
-    if (fstat(fd, &sb) != 0)
-        return false;
-    *len = (size_t)sb.st_size;
-    *buf = malloc(*len > 0 ? *len : 1);
-    if (*buf == NULL)
-        return false;
-    io_op op, *done;
-    io_prep_read(&op, fd, *buf, *len, 0);
-    if (io_submit(d->rq, &op) != TC_OK)
-        return false;
-    while (io_reap(d->rq, &done, 1, 1, -1) == 0)
-        ;
-    if (done->res < 0) {
-        free(*buf);
-        *buf = NULL;
-        return false;
-    }
-    *len = (size_t)done->res;
-    return true;
-}
-
 #define RC_MAX (sizeof(((disk *)0)->rc_segs) / sizeof(uint64_t))
 
 /* Step 3: deletes a drained segment. */
@@ -99,7 +77,7 @@ static void reclaim_delete(disk *d, uint64_t id)
 }
 
 /* Step 3 for the drained segments, once their rescues are indexed. */
-static void reclaim_finish(disk *d)
+void reclaim_finish(disk *d)
 {
     if (d->rc_n == 0 ||
         atomic_load(&d->st_indexed_lsn) < atomic_load(&d->rc_drain_lsn))
@@ -124,83 +102,199 @@ static bool rc_grow(void **v, size_t *cap, size_t size, size_t first)
     return true;
 }
 
-/* Steps 1 and 2 for the oldest segment not being drained yet; false if
- * there is none to reclaim, or it failed. */
-static bool reclaim_start(disk *d)
-{
-    uint64_t id = 0;
-    int fd = -1;
-    pthread_mutex_lock(&d->seg_lock);
-    if (d->nsegs > d->rc_n + 1) {
-        id = d->segs[d->rc_n].id;
-        fd = d->segs[d->rc_n].fd;
-    }
-    pthread_mutex_unlock(&d->seg_lock);
-    /* Segments before the checkpoint's are wholly indexed and not being
-     * written. */
-    if (id == 0 || id >= d->meta.next_seg)
-        return false;
+/* A segment being reclaimed: the keys of its SET records, read and
+ * sorted by reclaim_plan (step 1), looked up, and dropped or rescued, in
+ * the index writer's transaction by reclaim_apply (step 2); what follows
+ * from the commit is done by reclaim_applied. */
+struct rc_job {
+    uint64_t id;
+    ks_key *keys; /* in key order; .i: the record's offset */
+    size_t nkeys;
+    unsigned char *arena; /* the keys' bytes */
+    /* reclaim_apply's results */
+    uint64_t *gone; /* hashes of the keys to take out of the filter */
+    size_t ngone;
+    int64_t live_dropped;
+    uint64_t dropped, rescued, drain;
+};
 
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    if (!reclaim_read(d, fd, &buf, &len)) {
-        atomic_fetch_add(&d->st_disk_read_errors, 1);
-        disk_warn(d, 0, "reclaim could not read segment %" PRIu64
-                  "; it stays", id);
+static void rc_job_free(rc_job *j)
+{
+    if (j == NULL)
+        return;
+    free(j->keys);
+    free(j->arena);
+    free(j->gone);
+    free(j);
+}
+
+/* Reads len bytes of fd at off into buf: the bytes read, or -errno. */
+static int64_t rc_read(disk *d, int fd, unsigned char *buf, size_t len,
+                       uint64_t off)
+{
+    io_op op, *done;
+    io_prep_read(&op, fd, buf, len, off);
+    if (io_submit(d->rq, &op) != TC_OK)
+        return -EIO;
+    while (io_reap(d->rq, &done, 1, 1, -1) == 0)
+        ;
+    return done->res;
+}
+
+/* A segment is read a piece of this size at a time (or twice the largest
+ * record) into one buffer, rather than whole into a fresh one (64 MiB of
+ * new pages: a page fault for every 4 KiB, and a copy that no longer
+ * fits any cache). Reading and decoding a 64 MiB segment took 91 ms of
+ * CPU whole, 55 ms in pieces. */
+#define RC_PIECE ((size_t)1 << 20)
+
+/* Step 1: the keys of the SET records of segment fd, with their offsets,
+ * in key order (keysort.h); false if it cannot be read, or out of memory. */
+static bool rc_read_keys(disk *d, int fd, rc_job *j)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
         return false;
-    }
-    uint64_t flush_lsn = d->meta.flush_lsn;
-    uint32_t now = d->cfg.now(d->cfg.now_arg);
-    uint64_t drain = 0, rescued_bytes = 0, dropped = 0, rescued = 0;
-    int64_t live_dropped = 0;
-    /* Keys to take out of the filter once the deletions are committed. */
-    uint64_t *gone = NULL;
-    size_t ngone = 0, capgone = 0;
-    /* The segment's sets, looked up in key order (keysort.h). */
-    ks_key *keys = NULL, *tmp = NULL;
-    size_t nkeys = 0, capkeys = 0;
-    tc_status st = TC_OK;
-    for (size_t off = SEG_HDR_SIZE; off + SEG_REC_HDR <= len;) {
-        seg_rec r;
-        const unsigned char *key, *val;
-        size_t n = seg_rec_decode(buf + off, len - off, &r, &key, &val);
-        if (n == 0) {
-            off += SEG_ALIGN; /* damage or the end: look further */
-            continue;
-        }
-        size_t at = off;
-        off += n;
-        if (r.type != SEG_SET)
-            continue;
-        if (nkeys == capkeys &&
-            !rc_grow((void **)&keys, &capkeys, sizeof(*keys), 4096)) {
-            st = TC_ENOMEM;
+    uint64_t len = (uint64_t)sb.st_size;
+    /* A record that starts at least this far before the end of what was
+     * read lies wholly in it. */
+    size_t maxrec = seg_rec_size(255, d->cfg.item_max);
+    size_t cap = 2 * maxrec > RC_PIECE ? 2 * maxrec : RC_PIECE;
+    unsigned char *buf = malloc(cap);
+    size_t kcap = 0, acap = 0, aused = 0;
+    bool ok = buf != NULL;
+    uint64_t base = 0; /* the file offset of buf[0] */
+    size_t have = 0, p = SEG_HDR_SIZE;
+    while (ok) {
+        size_t want = cap - have;
+        if (base + have + want > len)
+            want = (size_t)(len - (base + have));
+        int64_t got = want > 0 ? rc_read(d, fd, buf + have, want, base + have)
+                               : 0;
+        if (got < 0) {
+            ok = false;
             break;
         }
-        keys[nkeys++] = (ks_key){.key = key, .klen = r.klen,
-                                 .i = (uint32_t)at};
+        have += (size_t)got;
+        bool end = got == 0 || base + have >= len;
+        while (p + SEG_REC_HDR <= have && (end || p + maxrec <= have)) {
+            seg_rec r;
+            const unsigned char *key, *val;
+            size_t n = seg_rec_decode(buf + p, have - p, &r, &key, &val);
+            if (n == 0) {
+                p += SEG_ALIGN; /* damage or the end: look further */
+                continue;
+            }
+            size_t at = p;
+            p += n;
+            if (r.type != SEG_SET)
+                continue;
+            if ((j->nkeys == kcap &&
+                 !rc_grow((void **)&j->keys, &kcap, sizeof(*j->keys),
+                          4096)) ||
+                (aused + r.klen > acap &&
+                 !rc_grow((void **)&j->arena, &acap, 1, 65536))) {
+                ok = false;
+                break;
+            }
+            memcpy(j->arena + aused, key, r.klen);
+            /* .key is the offset in the arena until the arena is done */
+            j->keys[j->nkeys++] = (ks_key){
+                .key = (const unsigned char *)(uintptr_t)aused,
+                .klen = r.klen,
+                .i = (uint32_t)(base + at)};
+            aused += r.klen;
+        }
+        if (end || !ok)
+            break;
+        /* What is left (a record the piece cut) goes to the front. */
+        memmove(buf, buf + p, have - p);
+        base += p;
+        have -= p;
+        p = 0;
     }
-    if (st == TC_OK && nkeys > 1 &&
-        (tmp = malloc((nkeys / 2 + 1) * sizeof(*tmp))) == NULL)
-        st = TC_ENOMEM;
-    if (st == TC_OK) {
-        ks_sort(keys, tmp, nkeys);
-        st = idx_begin(d->ix);
+    free(buf);
+    if (!ok || j->nkeys == 0)
+        return ok;
+    for (size_t i = 0; i < j->nkeys; i++)
+        j->keys[i].key = j->arena + (uintptr_t)j->keys[i].key;
+    ks_key *tmp = malloc((j->nkeys / 2 + 1) * sizeof(*tmp));
+    j->gone = malloc(j->nkeys * sizeof(*j->gone));
+    ok = tmp != NULL && j->gone != NULL;
+    if (ok)
+        ks_sort(j->keys, tmp, j->nkeys);
+    free(tmp);
+    return ok;
+}
+
+/* A segment and a half early: the index grows by a commit's pages
+ * before the next look, the promise is one segment past the budget at
+ * most, and the journal should not have to wait for room: it goes on
+ * writing into the current segment while the drain lasts. As many
+ * segments as that takes (RC_MAX at most) are drained together: a drain
+ * lasts two commits of the index writer, which come 1.5 s apart near the
+ * budget under a steady load (indexer.c), and the journal may fill more
+ * than a segment meanwhile. Nothing new is planned while a drain lasts. */
+void reclaim_plan(disk *d)
+{
+    if (d->rc_n != 0 || d->rc_njob != 0)
+        return;
+    uint64_t usage = disk_usage(d) + d->cfg.segment_size * 3 / 2;
+    while (usage > d->cfg.disk_size && d->rc_njob < RC_MAX) {
+        uint64_t id = 0;
+        int fd = -1;
+        pthread_mutex_lock(&d->seg_lock);
+        if (d->nsegs > d->rc_njob + 1) {
+            id = d->segs[d->rc_njob].id;
+            fd = d->segs[d->rc_njob].fd;
+        }
+        pthread_mutex_unlock(&d->seg_lock);
+        /* Segments before the checkpoint's are wholly indexed and not
+         * being written. */
+        if (id == 0 || id >= d->meta.next_seg)
+            return;
+        rc_job *j = calloc(1, sizeof(*j));
+        if (j == NULL)
+            return;
+        j->id = id;
+        if (!rc_read_keys(d, fd, j)) {
+            rc_job_free(j);
+            atomic_fetch_add(&d->st_disk_read_errors, 1);
+            disk_warn(d, 0, "reclaim could not read segment %" PRIu64
+                      "; it stays", id);
+            return;
+        }
+        d->rc_job[d->rc_njob++] = j;
+        usage = usage > d->cfg.segment_size ? usage - d->cfg.segment_size
+                                            : 0;
     }
-    for (size_t k = 0, next; st == TC_OK && k < nkeys; k = next) {
+}
+
+/* Step 2 for one segment, in the open write transaction: a key whose
+ * index entry points at one of its records here is live; a hot live item
+ * is rescued (logged again from memory), the rest are dropped. */
+static tc_status rc_apply(disk *d, rc_job *j)
+{
+    uint64_t flush_lsn = d->meta.flush_lsn;
+    uint32_t now = d->cfg.now(d->cfg.now_arg);
+    uint64_t rescued_bytes = 0;
+    j->ngone = 0;
+    j->live_dropped = 0;
+    j->dropped = j->rescued = j->drain = 0;
+    for (size_t k = 0, next; k < j->nkeys; k = next) {
         /* A key written many times has many records here: one lookup
          * for them all, at most one of them live. */
         next = k + 1;
-        while (next < nkeys && ks_equal(&keys[k], &keys[next]))
+        while (next < j->nkeys && ks_equal(&j->keys[k], &j->keys[next]))
             next++;
-        const void *key = keys[k].key;
-        size_t klen = keys[k].klen;
+        const void *key = j->keys[k].key;
+        size_t klen = j->keys[k].klen;
         idx_loc loc;
-        if (idx_get_w(d->ix, key, klen, &loc) != TC_OK || loc.seg != id)
+        if (idx_get_w(d->ix, key, klen, &loc) != TC_OK || loc.seg != j->id)
             continue; /* overwritten or deleted since: not live */
         bool here = false;
-        for (size_t j = k; j < next && !here; j++)
-            here = loc.off == keys[j].i;
+        for (size_t i = k; i < next && !here; i++)
+            here = loc.off == j->keys[i].i;
         if (!here)
             continue;
         bool dead = loc.lsn < flush_lsn ||
@@ -209,68 +303,73 @@ static bool reclaim_start(disk *d)
         if (!dead && rescued_bytes + loc.len <= d->cfg.segment_size / 2) {
             uint64_t lsn = mem_relog(d->m, h, key, klen, now);
             if (lsn != 0) {
-                rescued++;
+                j->rescued++;
                 rescued_bytes += loc.len;
-                if (lsn > drain)
-                    drain = lsn;
+                if (lsn > j->drain)
+                    j->drain = lsn;
                 continue;
             }
         }
-        if (loc.lsn >= flush_lsn && ngone == capgone &&
-            !rc_grow((void **)&gone, &capgone, sizeof(*gone), 1024)) {
-            st = TC_ENOMEM;
-            break;
-        }
-        st = idx_del(d->ix, key, klen, NULL);
-        if (st == TC_OK) {
-            live_dropped += loc.len;
-            if (loc.lsn >= flush_lsn)
-                gone[ngone++] = h;
-            dropped++;
-        }
+        tc_status st = idx_del(d->ix, key, klen, NULL);
+        if (st != TC_OK)
+            return st;
+        j->live_dropped += loc.len;
+        if (loc.lsn >= flush_lsn)
+            j->gone[j->ngone++] = h;
+        j->dropped++;
     }
-    free(keys);
-    free(tmp);
-    free(buf);
-    if (st == TC_OK)
-        st = idx_commit(d->ix);
-    else
-        idx_abort(d->ix); /* nothing begun, or undone */
-    if (st != TC_OK) {
-        free(gone);
-        atomic_fetch_add(&d->st_write_errors, 1);
-        disk_warn(d, 0, "reclaim of segment %" PRIu64 " failed (%s); it "
-                  "stays", id, tc_strerror(st));
-        return false;
+    return TC_OK;
+}
+
+tc_status reclaim_apply(disk *d)
+{
+    for (size_t i = 0; i < d->rc_njob; i++) {
+        tc_status st = rc_apply(d, d->rc_job[i]);
+        if (st != TC_OK)
+            return st;
     }
-    for (size_t i = 0; i < ngone; i++)
-        filter_remove(d->filt, gone[i]);
-    free(gone);
-    disk_seg_live(d, id, -live_dropped);
-    atomic_fetch_add(&d->st_reclaim_dropped, dropped);
-    atomic_fetch_add(&d->st_reclaim_rescued, rescued);
-    d->rc_segs[d->rc_n++] = id;
-    if (drain > atomic_load(&d->rc_drain_lsn))
-        atomic_store(&d->rc_drain_lsn, drain);
-    return true;
+    return TC_OK;
+}
+
+void reclaim_applied(disk *d, bool committed)
+{
+    for (size_t i = 0; i < d->rc_njob; i++) {
+        rc_job *j = d->rc_job[i];
+        if (committed) {
+            for (size_t g = 0; g < j->ngone; g++)
+                filter_remove(d->filt, j->gone[g]);
+            disk_seg_live(d, j->id, -j->live_dropped);
+            atomic_fetch_add(&d->st_reclaim_dropped, j->dropped);
+            atomic_fetch_add(&d->st_reclaim_rescued, j->rescued);
+            d->rc_segs[d->rc_n++] = j->id;
+            if (j->drain > atomic_load(&d->rc_drain_lsn))
+                atomic_store(&d->rc_drain_lsn, j->drain);
+        }
+        rc_job_free(j);
+        d->rc_job[i] = NULL;
+    }
+    d->rc_njob = 0;
 }
 
 void reclaim_step(disk *d)
 {
-    if (d->rc_n != 0) {
-        reclaim_finish(d);
+    reclaim_finish(d);
+    reclaim_plan(d);
+    if (d->rc_njob == 0)
+        return;
+    tc_status st = idx_begin(d->ix);
+    if (st == TC_OK)
+        st = reclaim_apply(d);
+    if (st == TC_OK)
+        st = idx_commit(d->ix);
+    else
+        idx_abort(d->ix); /* nothing begun, or undone */
+    reclaim_applied(d, st == TC_OK);
+    if (st != TC_OK) {
+        atomic_fetch_add(&d->st_write_errors, 1);
+        disk_warn(d, 0, "reclaim failed (%s); its segments stay",
+                  tc_strerror(st));
         return;
     }
-    /* A segment and a half early: the index grows by a commit's pages
-     * before the next look, the promise is one segment past the budget
-     * at most, and the journal should not have to wait for room: it goes
-     * on writing into the current segment while the drain lasts. As
-     * many segments as that takes (RC_MAX at most) are drained together:
-     * a drain lasts two commits of the index writer, which come 1.5 s
-     * apart near the budget under a steady load (indexer.c), and the
-     * journal may fill more than a segment meanwhile. */
-    uint64_t usage = disk_usage(d) + d->cfg.segment_size * 3 / 2;
-    while (usage > d->cfg.disk_size && d->rc_n < RC_MAX && reclaim_start(d))
-        usage = usage > d->cfg.segment_size ? usage - d->cfg.segment_size : 0;
     reclaim_finish(d);
 }
