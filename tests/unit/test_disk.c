@@ -66,6 +66,15 @@ static tc_engine *open_disk(tcu_clock *clk)
     return e;
 }
 
+/* Removes the index (the engine closed): the next open rebuilds it from
+ * the journal alone. */
+static void drop_index(void)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/index", dir);
+    tcu_rm_rf(p);
+}
+
 static void put(tc_engine *e, const char *k, const char *v, uint32_t flags,
                 int64_t exptime)
 {
@@ -366,9 +375,7 @@ static void journal_coalesces_a_batch(void)
     tc_close(e);
 
     /* What the journal holds: the index rebuilt from it alone. */
-    char p[512];
-    snprintf(p, sizeof(p), "%s/index", dir);
-    tcu_rm_rf(p);
+    drop_index();
     e = open_disk(&clk);
     TCT_EQ_U64(tcu_stat(e, "recovery_records"), 5);
     TCT_EQ_U64(tcu_stat(e, "disk_items"), 3);
@@ -469,9 +476,7 @@ static void lost_index_rebuilt(void)
     uint64_t written = tcu_stat(e, "journal_records");
     TCT_EQ_U64(written + tcu_stat(e, "journal_coalesced"), 301);
     tc_close(e);
-    char p[512];
-    snprintf(p, sizeof(p), "%s/index", dir);
-    tcu_rm_rf(p);
+    drop_index();
     e = open_disk(&clk);
     TCT_EQ_U64(tcu_stat(e, "recovery_records"), written);
     TCT_EQ_U64(tcu_stat(e, "disk_items"), 299);
@@ -557,9 +562,7 @@ static void damage_in_the_middle_skipped(void)
     size_t offs[200];
     TCT_EQ_U64(record_offsets(path, offs, 200), 100);
     flip_byte(path, offs[40] + SEG_REC_HDR + 2); /* inside record 40 */
-    char p[512];
-    snprintf(p, sizeof(p), "%s/index", dir);
-    tcu_rm_rf(p);
+    drop_index();
     e = open_disk(&clk);
     TCT_EQ_U64(tcu_stat(e, "recovery_skipped"), 1);
     TCT_EQ_U64(tcu_stat(e, "recovery_cut_bytes"), 0);
@@ -601,9 +604,7 @@ static void torn_tail_cut(void)
     size_t offs[100];
     TCT_EQ_U64(record_offsets(path, offs, 100), 50);
     flip_byte(path, offs[49] + 10); /* the last record's LSN */
-    char p[512];
-    snprintf(p, sizeof(p), "%s/index", dir);
-    tcu_rm_rf(p);
+    drop_index();
     e = open_disk(&clk);
     TCT_CHECK(tcu_stat(e, "recovery_cut_bytes") > 0);
     TCT_EQ_U64(tcu_stat(e, "recovery_skipped"), 0);
@@ -611,7 +612,7 @@ static void torn_tail_cut(void)
     expect_absent(e, "t:49");
     put(e, "t:new", "after the cut", 0, 0);
     tc_close(e);
-    tcu_rm_rf(p);
+    drop_index();
     e = open_disk(&clk);
     TCT_EQ_U64(tcu_stat(e, "recovery_records"), 50);
     expect(e, "t:new", "after the cut");
