@@ -464,10 +464,19 @@ static void engine_op_key(tc_engine *e, engine_op *op, engine_opk kind,
     op->h = mem_hash(e->mem, key, klen);
 }
 
-void tc_prefetch(tc_engine *e, const void *key, size_t klen)
+uint64_t tc_prefetch(tc_engine *e, const void *key, size_t klen)
 {
-    if (engine_key_ok(klen))
-        mem_prefetch(e->mem, mem_hash(e->mem, key, klen));
+    if (!engine_key_ok(klen))
+        return 0;
+    uint64_t h = mem_hash(e->mem, key, klen);
+    mem_prefetch(e->mem, h);
+    return h;
+}
+
+void tc_prefetch_item(tc_engine *e, uint64_t token)
+{
+    if (token != 0)
+        mem_prefetch_item(e->mem, token);
 }
 
 tc_status tc_get(tc_engine *e, const void *key, size_t klen, tc_item **out)

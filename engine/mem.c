@@ -56,6 +56,27 @@ void mem_prefetch(mem *m, uint64_t h)
     __builtin_prefetch(&slots[hash_home(h, cap)]);
 }
 
+void mem_prefetch_item(mem *m, uint64_t h)
+{
+    mem_shard *sh = mem_shard_of(m, h);
+    pthread_mutex_lock(&sh->lock);
+    uint32_t cap = sh->cap;
+    uint32_t i = hash_home(h, cap);
+    uint64_t tag = hash_tag(h);
+    for (unsigned d = 0; d < 8; d++) {
+        uint64_t s = sh->slots[i];
+        if (s == 0 || slot_dist(s) < d)
+            break;
+        if ((s >> SLOT_TAG_SHIFT) == tag) {
+            __builtin_prefetch(slot_item(s));
+            break;
+        }
+        if (++i == cap)
+            i = 0;
+    }
+    pthread_mutex_unlock(&sh->lock);
+}
+
 uint64_t mem_hash(const mem *m, const void *key, size_t klen)
 {
     return hash_key(key, klen, m->cfg.seed);

@@ -76,6 +76,9 @@ uint64_t mem_hash(const mem *m, const void *key, size_t klen);
 
 /* Starts loading the table slot key's lookup will read first. */
 void mem_prefetch(mem *m, uint64_t h);
+/* Prefetches the item of the first entry of h's probe sequence whose tag
+ * matches, under the shard's lock (tables are freed when they grow). */
+void mem_prefetch_item(mem *m, uint64_t h);
 
 /*
  * The options of memcached's meta commands (tiercache.h, tc_meta_opts),

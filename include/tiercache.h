@@ -299,9 +299,16 @@ typedef struct tc_meta_opts {
  * A hint that key is about to be used: starts loading the memory its
  * lookup reads first, so that a caller with a batch of requests can
  * overlap their cache misses (hint them all, then run them). Never blocks,
- * never fails, changes nothing.
+ * never fails, changes nothing. Returns a token for tc_prefetch_item.
  */
-TC_API void tc_prefetch(tc_engine *e, const void *key, size_t klen);
+TC_API uint64_t tc_prefetch(tc_engine *e, const void *key, size_t klen);
+/*
+ * The second step of the hint, once the first has had time to load (a
+ * batch: tc_prefetch of all its keys, then tc_prefetch_item of all their
+ * tokens, then run them): starts loading the item the key's table entry
+ * points at. Takes the key's shard lock briefly; changes nothing.
+ */
+TC_API void tc_prefetch_item(tc_engine *e, uint64_t token);
 
 /*
  * Synchronous calls. All copy their inputs.

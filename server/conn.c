@@ -154,8 +154,10 @@ typedef struct conn_parsed {
     mc_error err;
 } conn_parsed;
 
-/* Keys of one get hinted to the engine at most. */
+/* Keys of one get hinted to the engine at most, and items of a batch
+ * (tc_prefetch_item). */
 #define CONN_PREFETCH_KEYS 16
+#define CONN_PREFETCH_ITEMS 64
 
 /*
  * Parses the complete requests at rpos, up to n of them, without
@@ -170,6 +172,8 @@ static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
     tc_engine *e = c->w->srv->engine;
     size_t item_max = c->w->srv->set.item_size_max;
     size_t off = c->rpos, i = 0;
+    uint64_t tokens[CONN_PREFETCH_ITEMS];
+    size_t ntokens = 0;
 
     while (i < n && off < c->rlen) {
         conn_parsed *p = &b[i++];
@@ -196,14 +200,22 @@ static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
             const char *key;
             for (int k = 0; k < CONN_PREFETCH_KEYS &&
                             mc_next_key(r, &kp, &key, &klen);
-                 k++)
-                tc_prefetch(e, key, klen);
+                 k++) {
+                uint64_t t = tc_prefetch(e, key, klen);
+                if (ntokens < CONN_PREFETCH_ITEMS)
+                    tokens[ntokens++] = t;
+            }
         } else if (r->key != NULL) {
-            tc_prefetch(e, r->key, r->klen);
+            uint64_t t = tc_prefetch(e, r->key, r->klen);
+            if (ntokens < CONN_PREFETCH_ITEMS)
+                tokens[ntokens++] = t;
         }
         if (r->cmd == MC_QUIT)
             break;
     }
+    /* The table lines have been loading meanwhile: now the items. */
+    for (size_t k = 0; k < ntokens; k++)
+        tc_prefetch_item(e, tokens[k]);
     return i;
 }
 
