@@ -503,6 +503,7 @@ static void *indexer_main(void *arg)
         }
         d->ix_hurry = false;
         jr_entry *batch = d->ix_head;
+        bool ran = batch != NULL;
         d->ix_head = d->ix_tail = NULL;
         bool stop = d->ix_stop;
         pthread_mutex_unlock(&d->ix_lock);
@@ -540,7 +541,13 @@ static void *indexer_main(void *arg)
             ix_run_free(&run);
             return NULL;
         }
-        reclaim_step(d);
+        /* Reclaiming has a transaction of its own only when no run came
+         * to carry it: under load, a run's transaction drains the
+         * segments (reclaim_plan above), and the drops cost no commit of
+         * their own. One after every run cost the index writer 3.0 s of
+         * CPU in 40 s of sets past the budget (0.4 s in the runs). */
+        if (!ran)
+            reclaim_step(d);
     }
 }
 
