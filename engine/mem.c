@@ -56,23 +56,42 @@ void mem_prefetch(mem *m, uint64_t h)
     __builtin_prefetch(&slots[hash_home(h, cap)]);
 }
 
+/* The slots of hash h's probe sequence in a table kept in Robin Hood
+ * order: from h's home on, each occupied slot where h's entry could
+ * still be (none is past the first empty slot or the first entry nearer
+ * its own home than the walk is from h's). The one walk of table_find,
+ * mem_table_find_ptr and mem_prefetch_item. */
+typedef struct probe {
+    const uint64_t *slots;
+    uint32_t cap, i; /* i: the position of the slot probe_next gave */
+    unsigned d;
+} probe;
+
+static inline probe probe_of(const mem_shard *sh, uint64_t h)
+{
+    return (probe){sh->slots, sh->cap, hash_home(h, sh->cap), 0};
+}
+
+/* The next slot's value, or 0 when the walk is over. */
+static inline uint64_t probe_next(probe *p)
+{
+    if (p->d > 0 && ++p->i == p->cap)
+        p->i = 0;
+    uint64_t s = p->slots[p->i];
+    return s == 0 || slot_dist(s) < p->d++ ? 0 : s;
+}
+
 void mem_prefetch_item(mem *m, uint64_t h)
 {
     mem_shard *sh = mem_shard_of(m, h);
     pthread_mutex_lock(&sh->lock);
-    uint32_t cap = sh->cap;
-    uint32_t i = hash_home(h, cap);
-    uint64_t tag = hash_tag(h);
-    for (unsigned d = 0; d < 8; d++) {
-        uint64_t s = sh->slots[i];
-        if (s == 0 || slot_dist(s) < d)
-            break;
+    probe p = probe_of(sh, h);
+    unsigned tag = hash_tag(h);
+    for (uint64_t s; (s = probe_next(&p)) != 0;) {
         if ((s >> SLOT_TAG_SHIFT) == tag) {
             __builtin_prefetch(slot_item(s));
             break;
         }
-        if (++i == cap)
-            i = 0;
     }
     pthread_mutex_unlock(&sh->lock);
 }
@@ -85,44 +104,31 @@ uint64_t mem_hash(const mem *m, const void *key, size_t klen)
 static struct tc_item *table_find(mem_shard *sh, uint64_t h, const void *key,
                                   size_t klen, uint32_t *pos)
 {
-    uint32_t cap = sh->cap;
-    uint32_t i = hash_home(h, cap);
-    uint64_t tag = hash_tag(h);
-
-    for (unsigned d = 0;; d++) {
-        uint64_t s = sh->slots[i];
-        if (s == 0 || slot_dist(s) < d)
-            return NULL;
-        if ((s >> SLOT_TAG_SHIFT) == tag) {
-            struct tc_item *it = slot_item(s);
-            if (item_klen(it) == klen && memcmp(item_key(it), key, klen) == 0) {
-                *pos = i;
-                return it;
-            }
+    probe p = probe_of(sh, h);
+    unsigned tag = hash_tag(h);
+    for (uint64_t s; (s = probe_next(&p)) != 0;) {
+        if ((s >> SLOT_TAG_SHIFT) != tag)
+            continue;
+        struct tc_item *it = slot_item(s);
+        if (item_klen(it) == klen && memcmp(item_key(it), key, klen) == 0) {
+            *pos = p.i;
+            return it;
         }
-        if (++i == cap)
-            i = 0;
     }
+    return NULL;
 }
 
 bool mem_table_find_ptr(const mem *m, mem_shard *sh, const struct tc_item *it,
                         uint32_t *pos)
 {
-    uint64_t h = hash_key(item_key(it), item_klen(it), m->cfg.seed);
-    uint32_t cap = sh->cap;
-    uint32_t i = hash_home(h, cap);
-
-    for (unsigned d = 0;; d++) {
-        uint64_t s = sh->slots[i];
-        if (s == 0 || slot_dist(s) < d)
-            return false;
+    probe p = probe_of(sh, hash_key(item_key(it), item_klen(it), m->cfg.seed));
+    for (uint64_t s; (s = probe_next(&p)) != 0;) {
         if (slot_item(s) == it) {
-            *pos = i;
+            *pos = p.i;
             return true;
         }
-        if (++i == cap)
-            i = 0;
     }
+    return false;
 }
 
 /*

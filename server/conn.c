@@ -167,13 +167,26 @@ typedef struct conn_parsed {
  * Returns how many entries b holds; the last may be an MC_NEED_MORE or
  * MC_CLOSE that ends the batch.
  */
+typedef struct conn_hints {
+    uint64_t tokens[CONN_PREFETCH_ITEMS]; /* tc_prefetch's */
+    size_t n;
+} conn_hints;
+
+static void conn_hint(tc_engine *e, conn_hints *h, const char *key,
+                      size_t klen)
+{
+    uint64_t t = tc_prefetch(e, key, klen);
+    if (h->n < CONN_PREFETCH_ITEMS)
+        h->tokens[h->n++] = t;
+}
+
 static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
 {
     tc_engine *e = c->w->srv->engine;
     size_t item_max = c->w->srv->set.item_size_max;
     size_t off = c->rpos, i = 0;
-    uint64_t tokens[CONN_PREFETCH_ITEMS];
-    size_t ntokens = 0;
+    conn_hints hints;
+    hints.n = 0;
 
     while (i < n && off < c->rlen) {
         conn_parsed *p = &b[i++];
@@ -200,22 +213,17 @@ static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
             const char *key;
             for (int k = 0; k < CONN_PREFETCH_KEYS &&
                             mc_next_key(r, &kp, &key, &klen);
-                 k++) {
-                uint64_t t = tc_prefetch(e, key, klen);
-                if (ntokens < CONN_PREFETCH_ITEMS)
-                    tokens[ntokens++] = t;
-            }
+                 k++)
+                conn_hint(e, &hints, key, klen);
         } else if (r->key != NULL) {
-            uint64_t t = tc_prefetch(e, r->key, r->klen);
-            if (ntokens < CONN_PREFETCH_ITEMS)
-                tokens[ntokens++] = t;
+            conn_hint(e, &hints, r->key, r->klen);
         }
         if (r->cmd == MC_QUIT)
             break;
     }
     /* The table lines have been loading meanwhile: now the items. */
-    for (size_t k = 0; k < ntokens; k++)
-        tc_prefetch_item(e, tokens[k]);
+    for (size_t k = 0; k < hints.n; k++)
+        tc_prefetch_item(e, hints.tokens[k]);
     return i;
 }
 
