@@ -109,6 +109,10 @@ struct disk {
     bool *jw_skip;
     size_t jw_cap;
     jr_dedup jw_dedup;
+    /* The highest CAS of the items of the entries the journal writer has
+     * taken, stored before it hands them on: the index writer's CAS
+     * ceiling, without a pass over the items of each run. */
+    _Atomic uint64_t jw_max_cas;
     uint64_t cur_seg; /* the segment being appended to */
     int cur_fd;
     uint64_t cur_off; /* where the next record goes */

@@ -331,17 +331,15 @@ static void ix_skip(ix_run *r)
  * commit until it succeeds or the disk tier stops. */
 static void ix_commit_run(disk *d, ix_run *r)
 {
-    uint64_t max_cas = 0;
+    /* At least the CAS of every item of the run: the journal writer
+     * stored it before handing them over. (A pass over the run's items
+     * for it took 0.25 s of the index writer's 9.6 s of CPU in 30 s of
+     * sets.) */
+    uint64_t max_cas = atomic_load(&d->jw_max_cas);
     const jr_entry *last_written = NULL;
-    for (size_t i = 0; i < r->n; i++) {
-        if (i + 8 < r->n)
-            __builtin_prefetch(r->ents[i + 8]->item);
-        const jr_entry *e = r->ents[i];
-        if (e->item != NULL && e->item->cas > max_cas)
-            max_cas = e->item->cas;
-        if (e->seg != 0)
-            last_written = e;
-    }
+    for (size_t i = r->n; i-- > 0 && last_written == NULL;)
+        if (r->ents[i]->seg != 0)
+            last_written = r->ents[i];
     ix_order(r);
     for (unsigned attempt = 0;; attempt++) {
         idx_meta saved = d->meta;

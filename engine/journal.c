@@ -630,10 +630,15 @@ static void *writer_main(void *arg)
             writer_coalesce(d, batch);
             int rc = writer_write_batch(d, batch, &extra_fd);
             uint64_t n = 0, coalesced = 0;
+            uint64_t max_cas = atomic_load_explicit(&d->jw_max_cas,
+                                                    memory_order_relaxed);
             for (jr_entry *e = batch; e != NULL; e = e->next) {
                 n += !e->coalesced;
                 coalesced += e->coalesced;
+                if (e->item != NULL && e->item->cas > max_cas)
+                    max_cas = e->item->cas;
             }
+            atomic_store(&d->jw_max_cas, max_cas);
             if (rc != 0) {
                 atomic_store(&d->st_last_errno, -rc);
                 disk_warn(d, -rc, "journal write to segment %" PRIu64

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine_int.h"
 #include "seg.h"
 #include "tcbackend.h"
 #include "tcutil.h"
@@ -273,6 +274,29 @@ static void cas_never_goes_back(void)
         top = high;
         tc_close(e);
     }
+}
+
+/* A life that hands out more than half of the CAS values its open
+ * reserved raises the reserve as it goes (the index writer, from the
+ * highest CAS the journal writer saw): the next life starts above every
+ * value handed out. Here the values are skipped to, not handed out. */
+static void cas_reserve_follows_the_values(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    mem_set_cas_base(e->mem, UINT64_C(3) << 31); /* past the reserve's half */
+    uint64_t before, after;
+    TCT_EQ_ST(tc_store(e, TC_SET, "k", 1, "v", 1, 0, 0, 0, &before), TC_OK);
+    TCT_CHECK(before > (UINT64_C(3) << 31));
+    tcu_wait_indexed(e);
+    tc_close(e);
+    e = open_disk(&clk);
+    TCT_EQ_ST(tc_store(e, TC_SET, "k", 1, "w", 1, 0, 0, 0, &after), TC_OK);
+    printf("# CAS %llu before the restart, %llu after\n",
+           (unsigned long long)before, (unsigned long long)after);
+    TCT_CHECK(after > before);
+    tc_close(e);
 }
 
 static void flush_survives_restart(void)
@@ -1048,6 +1072,7 @@ static bool use_uring(void)
 static const tct_case cases[] = {
     TCT(restart_keeps_items),          TCT(changes_survive_restart),
     TCT(operations_on_disk_items),     TCT(cas_never_goes_back),
+    TCT(cas_reserve_follows_the_values),
     TCT(flush_survives_restart),       TCT(flush_inside_one_index_run),
     TCT(journal_coalesces_a_batch),
     TCT(working_set_four_times_memory),
