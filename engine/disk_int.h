@@ -118,6 +118,7 @@ struct disk {
     uint64_t cur_off; /* where the next record goes */
     unsigned zc_misses;  /* compressions in a row that did not pay */
     unsigned zc_skipped; /* values stored raw untried since (journal.c) */
+    unsigned zc_every;   /* then one value in this many is tried */
 
     /* The index writer. */
     pthread_t indexer;

@@ -1059,6 +1059,41 @@ static void reclaim_goes_on_when_idle(void)
     tc_close(e);
 }
 
+static void ratio_cb(void *arg, const char *name, const char *value)
+{
+    if (strcmp(name, "compress_ratio") == 0)
+        *(double *)arg = strtod(value, NULL);
+}
+
+/* Values that do not compress make the journal writer try fewer and
+ * fewer of them (journal.c); the first sample that pays brings back
+ * trying every one. 4000 incompressible values, then 3000 that shrink
+ * to a few percent: if compression came back within 1024 of them, the
+ * journal holds at most 4000 + 1024 + a little of the 7000 KB. */
+static void compression_comes_back(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    char key[64], val[1000];
+    for (unsigned i = 0; i < 7000; i++) {
+        size_t kl = tcu_key(key, "zc:", i);
+        if (i < 4000)
+            noise(val, sizeof(val), i);
+        else
+            for (size_t j = 0; j < sizeof(val); j++)
+                val[j] = "the same words again "[j % 21];
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0, NULL),
+                  TC_OK);
+    }
+    tcu_wait_indexed(e);
+    double ratio = 0;
+    TCT_EQ_ST(tc_stats(e, ratio_cb, &ratio), TC_OK);
+    printf("# compress_ratio %.2f\n", ratio);
+    TCT_CHECK(ratio >= 7000.0 / (4000 + 1024 + 100));
+    tc_close(e);
+}
+
 /* ---- the run, once per backend ---- */
 
 static bool use_uring(void)
@@ -1084,6 +1119,7 @@ static const tct_case cases[] = {
     TCT(inline_disk_read),
     TCT(capacity_keeps_within_budget),
     TCT(reclaim_goes_on_when_idle),
+    TCT(compression_comes_back),
     TCT(index_run_longer_than_its_puts),
 };
 
