@@ -159,14 +159,7 @@ typedef struct conn_parsed {
 #define CONN_PREFETCH_KEYS 16
 #define CONN_PREFETCH_ITEMS 64
 
-/*
- * Parses the complete requests at rpos, up to n of them, without
- * consuming anything, and hints the engine of their keys so that the
- * table lines they need load while earlier ones execute (a batch of
- * lookups then waits for memory about once instead of once each).
- * Returns how many entries b holds; the last may be an MC_NEED_MORE or
- * MC_CLOSE that ends the batch.
- */
+/* The keys a batch hinted to the engine, for tc_prefetch_item. */
 typedef struct conn_hints {
     uint64_t tokens[CONN_PREFETCH_ITEMS]; /* tc_prefetch's */
     size_t n;
@@ -180,6 +173,14 @@ static void conn_hint(tc_engine *e, conn_hints *h, const char *key,
         h->tokens[h->n++] = t;
 }
 
+/*
+ * Parses the complete requests at rpos, up to n of them, without
+ * consuming anything, and hints the engine of their keys so that the
+ * table lines they need load while earlier ones execute (a batch of
+ * lookups then waits for memory about once instead of once each).
+ * Returns how many entries b holds; the last may be an MC_NEED_MORE or
+ * MC_CLOSE that ends the batch.
+ */
 static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
 {
     tc_engine *e = c->w->srv->engine;
