@@ -1012,14 +1012,6 @@ static void capacity_keeps_within_budget(void)
     tc_close(e);
 }
 
-/* Bytes the engine counts against disk_size (reclaim.c, disk_usage). */
-static uint64_t usage_of(tc_engine *e, uint64_t seg)
-{
-    uint64_t idx = tcu_stat(e, "disk_index_bytes");
-    uint64_t grows = 3 * tcu_stat(e, "disk_index_live_bytes");
-    return tcu_stat(e, "disk_segments") * seg + (grows > idx ? grows : idx);
-}
-
 /* Reclaiming goes on when no run comes: a burst that the queue holds
  * whole (a large memory tier: a large queue) is written past the budget
  * before the first run, whose plan can take no segment (they all hold
@@ -1047,10 +1039,10 @@ static void reclaim_goes_on_when_idle(void)
                   TC_OK);
     }
     tcu_wait_indexed(e);
-    uint64_t at_end = usage_of(e, seg), now = at_end;
+    uint64_t at_end = tcu_stat(e, "disk_bytes"), now = at_end;
     for (int i = 0; i < 100 && now + seg * 3 / 2 > cfg.disk_size; i++) {
         usleep(50000);
-        now = usage_of(e, seg);
+        now = tcu_stat(e, "disk_bytes");
     }
     printf("# usage %llu when indexed, %llu after idling; budget %llu\n",
            (unsigned long long)at_end, (unsigned long long)now,
