@@ -119,7 +119,9 @@ class Server:
     as root without it). A server whose --help lists a --dir flag (a
     tiercached with its disk tier) gets a fresh one, removed at the end, so
     that a run never sees data persisted by an earlier run; not when the
-    user's --server-args name a --dir or the harness runs with --no-dir.
+    user's --server-args or the extra flags name a --dir or --memory-only
+    (a later --dir would override --memory-only), or the harness runs with
+    --no-dir.
     """
 
     def __init__(self, binary, extra=(), user_args=(), add_dir=True):
@@ -127,9 +129,10 @@ class Server:
         self.extra = list(extra)
         self.user_args = list(user_args)
         self.is_memcached = os.path.basename(binary) == "memcached"
+        named = self.extra + self.user_args
         self.add_dir = (add_dir and not self.is_memcached
-                        and "--dir" not in self.user_args
-                        and "--dir" not in self.extra
+                        and "--dir" not in named
+                        and "--memory-only" not in named
                         and takes_dir_flag(binary))
         self.proc = None
         self.port = None

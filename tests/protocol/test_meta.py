@@ -75,6 +75,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 from harness import Failure, Suite, run, server_on_dir, stop_clean, temp_data_dir
 
@@ -1332,12 +1333,27 @@ def quiet_mg_pipeline_ended_by_mn(t):
 
 
 def write_syscalls(pid):
-    """The write system calls process pid made so far (/proc/<pid>/io)."""
-    with open("/proc/%d/io" % pid) as f:
-        for line in f:
-            if line.startswith("syscw:"):
-                return int(line.split()[1])
-    raise Failure("no syscw in /proc/%d/io" % pid)
+    """The write system calls process pid made so far (/proc/<pid>/io).
+
+    The kernel counts a write only after it has delivered the bytes, so a
+    reply can reach the client before its write is counted (CI caught a
+    preempted server thread in that gap). Reads until the count has held
+    still for 50 ms, for at most 2 s.
+    """
+    def once():
+        with open("/proc/%d/io" % pid) as f:
+            for line in f:
+                if line.startswith("syscw:"):
+                    return int(line.split()[1])
+        raise Failure("no syscw in /proc/%d/io" % pid)
+    last, deadline = once(), time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = once()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 @S.test(only="tiercached", reason="counts tiercached's own write calls")
