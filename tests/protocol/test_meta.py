@@ -1367,6 +1367,8 @@ def quiet_pipeline_replies_leave_in_one_write(t):
     # A private memory-only server: no journal, nothing else writing.
     srv = t.start_server(["--memory-only"])
     c = t.conn(srv)
+    t.eq(c.stats().get("io_backend"), "none", "io_backend of a --memory-only "
+         "server (no journal writing beside the replies)")
     keys = [t.key(str(i)) for i in range(100)]
     for i, k in enumerate(keys):
         if i % 2 == 0:
