@@ -79,6 +79,7 @@ static void srv_usage(FILE *f)
         "      --dir=PATH           data directory, created if missing\n"
         "                           (default ./tiercache-data)\n"
         "      --memory-only        no data directory: memory only, like memcached\n"
+        "                           (of it and --dir, the last one given wins)\n"
         "      --disk-size=SIZE     bytes the directory may hold, with k, m or g\n"
         "                           (default 1g); the oldest data goes first\n"
         "      --durability=MODE    async (default): synced every --flush-ms;\n"

@@ -6,7 +6,7 @@ listens (tiercached only: memcached's flags and messages differ).
 
 import subprocess
 
-from harness import Suite, run
+from harness import Suite, run, temp_data_dir
 
 S = Suite(__doc__)
 
@@ -58,6 +58,23 @@ def unknown_flag_refused(t):
     t.eq(r.returncode, 1, "exit status")
     r = start(t, "extra")
     t.eq(r.returncode, 1, "exit status of a stray argument")
+
+
+@S.test(only="tiercached", reason="tiercached's own command line")
+def last_of_dir_and_memory_only_wins(t):
+    # bench/compare turns the disk tier off by putting --memory-only after
+    # the --dir it gives every tiercached.
+    d = temp_data_dir(t)
+    srv = t.start_server(["--dir", d, "--memory-only"])
+    st = t.conn(srv).stats()
+    t.eq(st.get("io_backend"), "none", "io_backend with --dir, --memory-only")
+    t.check("disk_bytes" not in st, "no disk tier stats with --memory-only last")
+    srv = t.start_server(["--memory-only", "--dir", d])
+    st = t.conn(srv).stats()
+    t.check(st.get("io_backend") in ("io_uring", "threads"),
+            "a disk tier with --memory-only, --dir: io_backend %r"
+            % st.get("io_backend"))
+    t.check("disk_bytes" in st, "disk tier stats with --dir last")
 
 
 if __name__ == "__main__":
