@@ -68,7 +68,8 @@ def last_of_dir_and_memory_only_wins(t):
     srv = t.start_server(["--dir", d, "--memory-only"])
     st = t.conn(srv).stats()
     t.eq(st.get("io_backend"), "none", "io_backend with --dir, --memory-only")
-    t.check("disk_bytes" not in st, "no disk tier stats with --memory-only last")
+    t.check("disk_bytes" not in st,
+            "no disk tier stats with --memory-only last")
     srv = t.start_server(["--memory-only", "--dir", d])
     st = t.conn(srv).stats()
     t.check(st.get("io_backend") in ("io_uring", "threads"),

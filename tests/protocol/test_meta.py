@@ -1336,9 +1336,9 @@ def write_syscalls(pid):
     """The write system calls process pid made so far (/proc/<pid>/io).
 
     The kernel counts a write only after it has delivered the bytes, so a
-    reply can reach the client before its write is counted (CI caught a
-    preempted server thread in that gap). Reads until the count has held
-    still for 50 ms, for at most 2 s.
+    reply can reach the client before its write is counted (a server
+    thread preempted in that gap). Reads until the count has held still
+    for 50 ms, for at most 2 s.
     """
     def once():
         with open("/proc/%d/io" % pid) as f:
