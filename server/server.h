@@ -34,7 +34,11 @@ typedef struct worker_stats {
     _Atomic uint64_t bytes_written;
     _Atomic uint64_t cmd_flush;
     _Atomic uint64_t cmd_total;
-    _Atomic uint64_t conn_yields;
+    /* Backpressure: times the worker stopped reading requests because
+     * the journal was full (tc_congested), and the microseconds it
+     * stayed stopped. */
+    _Atomic uint64_t journal_waits;
+    _Atomic uint64_t journal_wait_us;
 } worker_stats;
 
 #define STAT_ADD(field, n)                                                 \
@@ -63,6 +67,7 @@ typedef struct worker {
     struct conn *ready;  /* connections waiting to be resumed */
     struct conn *paused; /* connections waiting for the journal */
     ev_timer congest;    /* checks whether the journal caught up */
+    ev_tstamp paused_at; /* when the first of them paused */
     struct srv_op *free_ops;
     worker_stats st;
 } worker;

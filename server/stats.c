@@ -85,6 +85,9 @@ static void stats_general(conn *c)
              atomic_load(&srv->rejected_conns));
     stat_fmt(q, "cmd_flush", "%" PRIu64, WORKER_SUM(srv, cmd_flush));
     tc_stats(srv->engine, stat_engine, q);
+    stat_fmt(q, "journal_waits", "%" PRIu64, WORKER_SUM(srv, journal_waits));
+    stat_fmt(q, "journal_wait_us", "%" PRIu64,
+             WORKER_SUM(srv, journal_wait_us));
     stat_fmt(q, "bytes_read", "%" PRIu64, WORKER_SUM(srv, bytes_read));
     stat_fmt(q, "bytes_written", "%" PRIu64, WORKER_SUM(srv, bytes_written));
     stat_fmt(q, "threads", "%u", srv->nworkers);
@@ -121,6 +124,8 @@ static void stats_reset(server *srv)
         atomic_store(&st->bytes_read, 0);
         atomic_store(&st->bytes_written, 0);
         atomic_store(&st->cmd_flush, 0);
+        atomic_store(&st->journal_waits, 0);
+        atomic_store(&st->journal_wait_us, 0);
     }
 }
 

@@ -33,8 +33,10 @@ void worker_pause(worker *w, conn *c)
     c->paused = true;
     c->next_paused = w->paused;
     w->paused = c;
-    if (!ev_is_active(&w->congest))
+    if (!ev_is_active(&w->congest)) {
+        w->paused_at = ev_now(w->loop);
         ev_timer_again(w->loop, &w->congest);
+    }
 }
 
 /* Every millisecond while connections are paused: resumes them all once
@@ -46,6 +48,9 @@ static void worker_on_congest(struct ev_loop *loop, ev_timer *t, int revents)
     if (tc_congested(w->srv->engine))
         return;
     ev_timer_stop(loop, t);
+    ev_tstamp waited = ev_now(loop) - w->paused_at;
+    STAT_ADD(w->st.journal_waits, 1);
+    STAT_ADD(w->st.journal_wait_us, waited > 0 ? (uint64_t)(waited * 1e6) : 0);
     conn *c = w->paused;
     w->paused = NULL;
     while (c != NULL) {

@@ -144,6 +144,35 @@ def disk_failure_reported_and_survived(t):
 
 
 @S.test(**ONLY)
+def full_journal_pauses_reading_and_says_so(t):
+    # -m 16 -I 1m: the journal may hold 4 MiB not yet fdatasynced (a
+    # quarter of -m, at least 4 x -I), and fdatasyncs come a second apart:
+    # 16 MiB of sets sent at once must stop the worker reading until the
+    # next one. Every set is still answered, and stats count the wait.
+    d = data_dir(t)
+    srv = server_on(t, d, "-m", "16", "-I", "1m", "--flush-ms", "1000")
+    c = t.conn(srv)
+    before = c.stats()
+    t.eq((before["journal_waits"], before["journal_wait_us"]), ("0", "0"),
+         "journal_waits and journal_wait_us of a fresh server")
+    value = b"w" * (100 * 1024)
+    n = 160
+    req = b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (t.key(str(i)), len(value),
+                                                  value) for i in range(n))
+    c.send(req)
+    c.expect(b"STORED\r\n" * n, "the replies of 16 MiB of sets")
+    st = c.stats()
+    waits, us = int(st["journal_waits"]), int(st["journal_wait_us"])
+    t.note("journal_waits %d, journal_wait_us %d" % (waits, us))
+    t.check(waits >= 1, "the worker waited for the journal: journal_waits "
+            "%d" % waits)
+    t.check(us >= 10000, "it waited for an fdatasync a second apart: "
+            "journal_wait_us %d" % us)
+    t.eq(c.get(t.key(str(n - 1))), (0, value), "the last value")
+    stop_clean(t, srv)
+
+
+@S.test(**ONLY)
 def stats_report_the_disk_tier(t):
     c = t.conn()
     c.call(b"set %s 0 0 3\r\nabc\r\n" % t.key(), b"STORED\r\n")
@@ -153,7 +182,8 @@ def stats_report_the_disk_tier(t):
                  "journal_bytes", "journal_lag_bytes", "index_lag_records",
                  "index_batches", "fsyncs", "fsync_us_p99", "compress_ratio",
                  "recovery_records", "recovery_cut_bytes", "recovery_skipped",
-                 "recovery_seconds", "disk_read_errors", "disk_write_errors"):
+                 "recovery_seconds", "disk_read_errors", "disk_write_errors",
+                 "journal_waits", "journal_wait_us"):
         t.check(name in st, "stats has %s" % name)
     t.check(st["io_backend"] in ("io_uring", "threads"),
             "io_backend %r" % st.get("io_backend"))
