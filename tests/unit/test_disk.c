@@ -1012,6 +1012,73 @@ static void capacity_keeps_within_budget(void)
     tc_close(e);
 }
 
+/* Reclaim rescues the live items that memory holds and that were read
+ * there, and drops the rest from the index (README, --disk-size): once the
+ * segments that held them are reclaimed, the keys read are all still on
+ * disk, with their values, and the keys only ever written are gone. */
+static void reclaim_rescues_items_read(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.disk_size = (uint64_t)32 << 20; /* segments of 2 MiB */
+    cfg.mem_limit = (uint64_t)256 << 20; /* evicts nothing here */
+    cfg.item_size_max = 64 << 10;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    char key[64], val[2000];
+    const unsigned n = 2000; /* about 4 MiB: the first segments */
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, "old:", i);
+        noise(val, sizeof(val), i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0, NULL),
+                  TC_OK);
+    }
+    /* An eighth of them read: 500 KB, so that even all in one segment
+     * they are within what one reclaim rescues (half a segment). */
+    for (unsigned i = 0; i < n; i += 8) {
+        size_t kl = tcu_key(key, "old:", i);
+        tc_item *it = NULL;
+        TCT_EQ_ST(tc_get(e, key, kl, &it), TC_OK);
+        tc_item_release(it);
+    }
+    /* About 80 MB more, never read: the first segments are reclaimed,
+     * and so are the segments the rescued items were written to. */
+    for (unsigned i = 0; i < 40000; i++) {
+        size_t kl = tcu_key(key, "new:", i);
+        noise(val, sizeof(val), n + i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0, NULL),
+                  TC_OK);
+    }
+    tc_close(e); /* the journal and the index catch up */
+    e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    unsigned read_back = 0, unread_back = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, "old:", i);
+        tc_item *it = NULL;
+        if (tc_get(e, key, kl, &it) != TC_OK)
+            continue;
+        noise(val, sizeof(val), i);
+        tc_view v;
+        tc_item_view(it, &v);
+        TCT_CHECK(v.value_len == sizeof(val) &&
+                  memcmp(v.value, val, sizeof(val)) == 0);
+        tc_item_release(it);
+        if (i % 8 == 0)
+            read_back++;
+        else
+            unread_back++;
+    }
+    printf("# after the restart: %u of %u keys read are on disk, %u of %u "
+           "never read\n", read_back, n / 8, unread_back, n - n / 8);
+    TCT_EQ_U64(read_back, n / 8);
+    TCT_EQ_U64(unread_back, 0);
+    TCT_EQ_U64(tcu_stat(e, "disk_read_errors"), 0);
+    tc_close(e);
+}
+
 /* Reclaiming goes on when no run comes: a burst that the queue holds
  * whole (a large memory tier: a large queue) is written past the budget
  * before the first run, whose plan can take no segment (they all hold
@@ -1110,6 +1177,7 @@ static const tct_case cases[] = {
     TCT(sync_durability_syncs),        TCT(async_disk_read),
     TCT(inline_disk_read),
     TCT(capacity_keeps_within_budget),
+    TCT(reclaim_rescues_items_read),
     TCT(reclaim_goes_on_when_idle),
     TCT(compression_comes_back),
     TCT(index_run_longer_than_its_puts),
