@@ -931,6 +931,25 @@ static void index_run_longer_than_its_puts(void)
     tc_close(e);
 }
 
+/* Gets prefix + i, stored with a value of NOISE_LEN bytes of noise(i):
+ * false when the key is not there; a value that is must be that one. */
+#define NOISE_LEN 2000
+static bool get_noise(tc_engine *e, const char *prefix, unsigned i)
+{
+    char key[64], val[NOISE_LEN];
+    size_t kl = tcu_key(key, prefix, i);
+    tc_item *it = NULL;
+    if (tc_get(e, key, kl, &it) != TC_OK)
+        return false;
+    noise(val, sizeof(val), i);
+    tc_view v;
+    tc_item_view(it, &v);
+    TCT_CHECK(v.value_len == sizeof(val) &&
+              memcmp(v.value, val, sizeof(val)) == 0);
+    tc_item_release(it);
+    return true;
+}
+
 /* Writing far past disk_size keeps the directory within it (plus one
  * segment) and the newest data readable. */
 static void capacity_keeps_within_budget(void)
@@ -945,7 +964,7 @@ static void capacity_keeps_within_budget(void)
     tc_engine *e = NULL;
     TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
     uint64_t seg = cfg.disk_size / 16;
-    char key[64], val[2000];
+    char key[64], val[NOISE_LEN];
     const unsigned n = 60000; /* about 120 MB: four budgets */
     uint64_t worst = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -992,19 +1011,8 @@ static void capacity_keeps_within_budget(void)
      * pieces of 1 MiB, here about two each, records cut by their ends).
      * Older keys are there with their value or not at all. */
     uint64_t items = tcu_stat(e, "disk_items"), hits = 0;
-    for (unsigned i = 0; i < n - 1000; i++) {
-        size_t kl = tcu_key(key, "cap:", i);
-        tc_item *it;
-        if (tc_get(e, key, kl, &it) != TC_OK)
-            continue;
-        noise(val, sizeof(val), i);
-        tc_view v;
-        tc_item_view(it, &v);
-        TCT_CHECK(v.value_len == sizeof(val) &&
-                  memcmp(v.value, val, sizeof(val)) == 0);
-        tc_item_release(it);
-        hits++;
-    }
+    for (unsigned i = 0; i < n - 1000; i++)
+        hits += get_noise(e, "cap:", i);
     printf("# %llu keys in the index, %llu of the older ones read back\n",
            (unsigned long long)items, (unsigned long long)hits);
     TCT_EQ_U64(tcu_stat(e, "disk_read_errors"), 0);
@@ -1027,7 +1035,7 @@ static void reclaim_rescues_items_read(void)
     cfg.item_size_max = 64 << 10;
     tc_engine *e = NULL;
     TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
-    char key[64], val[2000];
+    char key[64], val[NOISE_LEN];
     const unsigned n = 2000; /* about 4 MiB: the first segments */
     for (unsigned i = 0; i < n; i++) {
         size_t kl = tcu_key(key, "old:", i);
@@ -1056,16 +1064,8 @@ static void reclaim_rescues_items_read(void)
     TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
     unsigned read_back = 0, unread_back = 0;
     for (unsigned i = 0; i < n; i++) {
-        size_t kl = tcu_key(key, "old:", i);
-        tc_item *it = NULL;
-        if (tc_get(e, key, kl, &it) != TC_OK)
+        if (!get_noise(e, "old:", i))
             continue;
-        noise(val, sizeof(val), i);
-        tc_view v;
-        tc_item_view(it, &v);
-        TCT_CHECK(v.value_len == sizeof(val) &&
-                  memcmp(v.value, val, sizeof(val)) == 0);
-        tc_item_release(it);
         if (i % 8 == 0)
             read_back++;
         else
