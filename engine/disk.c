@@ -428,6 +428,7 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
              atomic_load(&d->st_index_superseded));
     stat_u64(fn, arg, "fsyncs", atomic_load(&d->st_fsyncs));
     stat_u64(fn, arg, "fsync_us_p99", fsync_p99(d));
+    stat_u64(fn, arg, "fsync_us_max", atomic_load(&d->st_fsync_us_max));
     snprintf(buf, sizeof(buf), "%.2f",
              stored > 0 ? (double)raw / (double)stored : 1.0);
     fn(arg, "compress_ratio", buf);
