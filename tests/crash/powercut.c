@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,18 +170,22 @@ static void *writer(void *arg)
     return NULL;
 }
 
-static void print_stat(void *arg, const char *name, const char *value)
+/* Keeps fsync_us_max for the parent; prints the journal's and index's
+ * figures when *arg (POWERCUT_STATS is set). */
+static void child_stat(void *arg, const char *name, const char *value)
 {
+    const bool *show = arg;
     if (strcmp(name, "fsync_us_max") == 0)
         atomic_store(&sh->fsync_max_us, strtoull(value, NULL, 10));
-    if (arg != NULL &&
+    if (*show &&
         (strncmp(name, "journal", 7) == 0 || strncmp(name, "fsync", 5) == 0 ||
          strncmp(name, "index", 5) == 0))
         printf("# child: %s %s\n", name, value);
 }
 
 /* How long before the cut an async write must have been acknowledged to
- * be promised: flush_ms, then one sync (as slow as the slowest the child
+ * be promised (README: the last flush_ms plus one fdatasync): flush_ms,
+ * then one sync (as slow as the slowest the child
  * saw: a disk busy with other work, as when the test suites run side by
  * side, takes hundreds of milliseconds), then slack. */
 static uint64_t async_margin_us(void)
@@ -206,7 +211,8 @@ static void child(unsigned cut_ms)
         pthread_create(&t[i], NULL, writer, &wa[i]);
     }
     usleep(cut_ms * 1000);
-    tc_stats(e, print_stat, getenv("POWERCUT_STATS") != NULL ? e : NULL);
+    bool show = getenv("POWERCUT_STATS") != NULL;
+    tc_stats(e, child_stat, &show);
     fflush(stdout);
     atomic_store(&sh->cut_at, now_us());
     unsigned undone = io_sim_power_cut();

@@ -187,7 +187,8 @@ def stats_report_the_disk_tier(t):
     for name in ("io_backend", "durability", "disk_items", "disk_bytes",
                  "disk_limit_bytes", "disk_reads", "get_disk_hits",
                  "journal_bytes", "journal_lag_bytes", "index_lag_records",
-                 "index_batches", "fsyncs", "fsync_us_p99", "fsync_us_max", "compress_ratio",
+                 "index_batches", "fsyncs", "fsync_us_p99", "fsync_us_max",
+                 "compress_ratio",
                  "recovery_records", "recovery_cut_bytes", "recovery_skipped",
                  "recovery_seconds", "disk_read_errors", "disk_write_errors",
                  "journal_waits", "journal_wait_us"):
