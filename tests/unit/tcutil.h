@@ -121,15 +121,25 @@ static inline uint64_t tcu_stat_at(tc_engine *e, const char *name,
     return f.value;
 }
 
-/* Waits (5 s at most) until every change so far is in the index, and
- * checks that it is. */
+/* Waits (ms milliseconds at most) until every change so far is in the
+ * index, checks that it is, and returns how many milliseconds it took
+ * (to 10 ms). */
+static inline unsigned tcu_wait_indexed_for(tc_engine *e, unsigned ms)
+{
+    unsigned waited = 0;
+    while (waited < ms && (tcu_stat(e, "index_lag_records") != 0 ||
+                           tcu_stat(e, "journal_lag_bytes") != 0)) {
+        usleep(10000);
+        waited += 10;
+    }
+    TCT_EQ_U64(tcu_stat(e, "journal_lag_bytes"), 0);
+    return waited;
+}
+
+/* tcu_wait_indexed_for with 5 s. */
 static inline void tcu_wait_indexed(tc_engine *e)
 {
-    for (int i = 0; i < 500 && (tcu_stat(e, "index_lag_records") != 0 ||
-                                tcu_stat(e, "journal_lag_bytes") != 0);
-         i++)
-        usleep(10000);
-    TCT_EQ_U64(tcu_stat(e, "journal_lag_bytes"), 0);
+    tcu_wait_indexed_for(e, 5000);
 }
 
 /* Key "<prefix><n>" into buf (size >= 64); returns its length. */
