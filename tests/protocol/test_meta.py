@@ -1803,9 +1803,29 @@ def server_on(t, d, *extra):
 
 
 
+def wait_indexed(t, c, seconds=30):
+    """Waits until every change so far is in the index: until then an item
+    is pinned in memory, and when the memory tier wants its room it keeps
+    it in its main queue, where it may outlive any filler."""
+    deadline = time.monotonic() + seconds
+    while True:
+        st = c.stats()
+        if st["index_lag_records"] == "0" and st["journal_lag_bytes"] == "0":
+            return
+        if time.monotonic() > deadline:
+            t.check(False, "the index caught up within %d s (lag: %s "
+                    "records, %s journal bytes)"
+                    % (seconds, st["index_lag_records"],
+                       st["journal_lag_bytes"]))
+            return
+        time.sleep(0.01)
+
+
 def push_out_of_memory(t, c, mib=24):
-    """Stores mib MiB of incompressible filler so that earlier items leave
-    the (-m 8) memory tier."""
+    """Once the index has every earlier change, stores mib MiB of
+    incompressible filler so that earlier items leave the (-m 8) memory
+    tier."""
+    wait_indexed(t, c)
     chunk = 60000
     for i in range(mib * MIB // chunk):
         data = os.urandom(chunk)
