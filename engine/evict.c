@@ -332,12 +332,21 @@ static bool evict_main(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
 
 bool evict_one(mem *m, mem_shard *sh, uint32_t now, uintptr_t keep)
 {
+    /* Main could give nothing: every item there is pinned (the index is
+     * behind), or is keep. The small FIFO gives instead, however small,
+     * or a shard whose main is all pinned would shield its small items
+     * from eviction for as long as the index lags. */
+    bool main_stuck = false;
     for (;;) {
-        bool main_empty = sh->count == sh->small_count;
+        bool main_empty = sh->count == sh->small_count || main_stuck;
         bool small_due = (uint64_t)(sh->small_bytes + sh->fill_bytes) * 100 >=
                          (uint64_t)sh->bytes * EVICT_SMALL_PERCENT;
-        if (!small_due && !main_empty)
-            return evict_main(m, sh, now, keep);
+        if (!small_due && !main_empty) {
+            if (evict_main(m, sh, now, keep))
+                return true;
+            main_stuck = true;
+            continue;
+        }
         int r = SMALL_NONE;
         /* The item just stored may be the only fill item: then there is
          * no need to scan the table to find that out. */

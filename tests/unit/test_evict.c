@@ -702,6 +702,84 @@ static void memory_flows_to_written_shard(void)
     tc_close(e);
 }
 
+/* Sets or clears ITEM_PINNED on key's item, as the journal and the
+ * index writer do (journal.c, mem_unpin). */
+static void set_pinned(tc_engine *e, const char *key, size_t kl, bool on)
+{
+    mem *m = e->mem;
+    uint64_t h = mem_hash(m, key, kl);
+    mem_shard *sh = &m->shards[(h >> 56) & (m->cfg.shards - 1)];
+    int found = 0;
+    pthread_mutex_lock(&sh->lock);
+    for (uint32_t i = 0; i < sh->cap; i++) {
+        uint64_t s = sh->slots[i];
+        if (s == 0)
+            continue;
+        struct tc_item *it = slot_item(s);
+        if (item_klen(it) == kl && memcmp(item_key(it), key, kl) == 0) {
+            if (on)
+                it->bits |= ITEM_PINNED;
+            else
+                it->bits &= (uint8_t)~ITEM_PINNED;
+            found++;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    TCT_EQ_INT(found, 1);
+}
+
+/* Stores n values of vlen bytes under "<prefix><i>", pinning each
+ * (as the journal does until the index has it) when pin is set. */
+static void store_run(tc_engine *e, const char *prefix, unsigned n,
+                      size_t vlen, bool pin)
+{
+    static char val[30000];
+    memset(val, prefix[0], sizeof(val));
+    TCT_CHECK(vlen <= sizeof(val));
+    char key[64];
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, prefix, i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, vlen, 0, 0, 0, NULL),
+                  TC_OK);
+        if (pin)
+            set_pinned(e, key, kl, true);
+    }
+}
+
+/* While the index lags, every large item stored is pinned and, leaving
+ * the small FIFO, waits in main. Small items stored then, never read and
+ * not pinned, must still make room. (Before the fix, with the small FIFO
+ * under a tenth of the shard's bytes, eviction asked only main, which
+ * could give nothing: the small items stayed, with the tier over its
+ * limit.) */
+static void pinned_main_does_not_shield_small(void)
+{
+    const size_t limit = 1 << 20;
+    const size_t big = 30000;
+    tc_engine *e = open_limit(NULL, limit, 65536, 1);
+    unsigned nbig = 2 * limit / big;
+    store_run(e, "b:", nbig, big, true); /* main: all pinned */
+    store_run(e, "s:", 20, 100, false);
+    store_run(e, "c:", 4, big, true);
+    unsigned left = 0;
+    char key[64];
+    for (unsigned i = 0; i < 20; i++) {
+        size_t kl = tcu_key(key, "s:", i);
+        left += (unsigned)resident(e, key, kl);
+    }
+    printf("# %u of 20 unpinned small items left; bytes %llu, limit %zu\n",
+           left, (unsigned long long)tcu_stat(e, "bytes"), limit);
+    TCT_EQ_INT(left, 0);
+    for (unsigned i = 0; i < nbig + 4; i++) {
+        size_t kl = tcu_key(key, i < nbig ? "b:" : "c:",
+                            i < nbig ? i : i - nbig);
+        if (resident(e, key, kl))
+            set_pinned(e, key, kl, false);
+    }
+    TCT_EQ_INT(memcheck_tier(e->mem), 0);
+    tc_close(e);
+}
+
 TCT_MAIN(TCT(bytes_counts_real_cost), TCT(byte_bound_random_sizes),
          TCT(byte_bound_one_hot_shard), TCT(byte_bound_rewrites_of_one_key),
          TCT(recent_and_frequent_survive), TCT(stored_item_readable_at_once),
@@ -710,4 +788,5 @@ TCT_MAIN(TCT(bytes_counts_real_cost), TCT(byte_bound_random_sizes),
          TCT(scan_resistance), TCT(scan_evicts_unread),
          TCT(scan_resistance_sharded), TCT(ghost_hit_goes_to_main),
          TCT(expired_reclaimed_first), TCT(dead_items_freed_before_live),
-         TCT(deleted_bytes_given_back), TCT(memory_flows_to_written_shard))
+         TCT(deleted_bytes_given_back), TCT(memory_flows_to_written_shard),
+         TCT(pinned_main_does_not_shield_small))
