@@ -1821,10 +1821,17 @@ def wait_indexed(t, c, seconds=30):
         time.sleep(0.01)
 
 
-def push_out_of_memory(t, c, mib=24):
+def push_out_of_memory(t, c, mib=64):
     """Once the index has every earlier change, stores mib MiB of
     incompressible filler so that earlier items leave the (-m 8) memory
-    tier."""
+    tier.
+
+    Eight times the tier: items stored while it filled leave its small
+    FIFO in no particular order among themselves (engine/evict.c), and
+    each store evicts about one item, from the 64 shards in turn. With
+    24 MiB (about 4.5 evictions per shard) a shard that held more filling
+    items than it was asked to give kept one of the test's items, about
+    one run in 40 (seen with a temporary log of the shard's evictions)."""
     wait_indexed(t, c)
     chunk = 60000
     for i in range(mib * MIB // chunk):
@@ -1853,11 +1860,17 @@ def meta_commands_on_items_only_on_disk(t):
     push_out_of_memory(t, c)
     # The probe, stored just before the items, must come from disk: so do
     # the items (a classic get proves it, the mg below are what is tested).
-    before = int(c.stats()["get_disk_hits"])
+    st = c.stats()
+    before = int(st["get_disk_hits"])
     c.call(b"get %s\r\n" % probe, b"VALUE %s 0 1\r\np\r\nEND\r\n" % probe)
     after = int(c.stats()["get_disk_hits"])
     t.check(after > before, "the probe item was read from disk "
-            "(get_disk_hits %d -> %d)" % (before, after))
+            "(get_disk_hits %d -> %d; before the get: %s)"
+            % (before, after, ", ".join(
+                "%s %s" % (n, st.get(n)) for n in (
+                    "bytes", "limit_maxbytes", "curr_items", "evictions",
+                    "disk_items", "index_lag_records", "journal_lag_bytes",
+                    "journal_waits"))))
     k = t.key("get")
     c.call(b"mg %s v f c s k\r\n" % k,
            b"VA %d f9 c%d s%d k%s\r\n%s\r\n"
