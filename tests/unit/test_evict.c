@@ -547,10 +547,14 @@ static void ghost_hit_goes_to_main(void)
     }
     /* Evicted after about a cache's worth of newer keys. */
     TCT_CHECK(i > cache_items * 9 / 10);
-    TCT_EQ_U64(tcu_stat(e, "mem_ghost_hits"), 0);
+    /* One of the one-time keys may have hit the ghost too: it keeps a
+     * 16-bit fingerprint per slot, and the hash seed is random (one CI
+     * run in hundreds). */
+    uint64_t ghost0 = tcu_stat(e, "mem_ghost_hits");
+    TCT_CHECK(ghost0 <= 2);
     uint64_t small0 = tcu_stat(e, "mem_small_items");
     TCT_EQ_ST(tc_store(e, TC_SET, gkey, gl, val, vlen, 0, 0, 0, NULL), TC_OK);
-    TCT_EQ_U64(tcu_stat(e, "mem_ghost_hits"), 1);
+    TCT_EQ_U64(tcu_stat(e, "mem_ghost_hits"), ghost0 + 1);
     /* It did not join the small FIFO (which lost one to make room). */
     TCT_EQ_U64(tcu_stat(e, "mem_small_items"), small0 - 1);
     scan(e, "scan:", 3 * cache_items, vlen);
