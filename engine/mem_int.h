@@ -19,7 +19,10 @@
  * back soon it goes straight to main. Main is a CLOCK over the table slots
  * themselves: the hand skips small items, spares an item with a non-zero
  * frequency (decrementing it) and evicts one at zero. Main thus needs no
- * list and no per-item pointer.
+ * list and no per-item pointer. An item pinned for the disk tier (its
+ * change not yet in the index) is never evicted: leaving the small FIFO
+ * it waits in main, and when main has nothing else to give, the small
+ * FIFO gives instead, however small (evict_one).
  *
  * The small FIFO's members are ITEM_SMALL. Those stored while the tier is
  * far from its limit are fill items: ITEM_SMALL without ITEM_RING, the
