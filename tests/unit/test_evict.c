@@ -48,9 +48,11 @@ static int present(tc_engine *e, const char *key, size_t kl)
     return st == TC_OK;
 }
 
-/* Like present(), without counting as a read for the eviction policy:
- * looks in the table directly. */
-static int resident(tc_engine *e, const char *key, size_t kl)
+/* Looks for key in its shard's table directly (not a read for the
+ * eviction policy) and, under the shard's lock, sets and then clears
+ * those bits of the item found. Returns how many were found (0 or 1). */
+static int table_touch(tc_engine *e, const char *key, size_t kl,
+                       uint8_t set, uint8_t clear)
 {
     mem *m = e->mem;
     uint64_t h = mem_hash(m, key, kl);
@@ -61,13 +63,21 @@ static int resident(tc_engine *e, const char *key, size_t kl)
         uint64_t s = sh->slots[i];
         if (s == 0)
             continue;
-        const struct tc_item *it = slot_item(s);
-        if (item_klen(it) == kl && memcmp(item_key(it), key, kl) == 0)
+        struct tc_item *it = slot_item(s);
+        if (item_klen(it) == kl && memcmp(item_key(it), key, kl) == 0) {
+            it->bits = (uint8_t)((it->bits | set) & ~clear);
             found++;
+        }
     }
     pthread_mutex_unlock(&sh->lock);
     TCT_CHECK(found <= 1);
     return found;
+}
+
+/* Like present(), without counting as a read for the eviction policy. */
+static int resident(tc_engine *e, const char *key, size_t kl)
+{
+    return table_touch(e, key, kl, 0, 0);
 }
 
 /* The cost counted per item is its real one. */
@@ -710,26 +720,9 @@ static void memory_flows_to_written_shard(void)
  * index writer do (journal.c, mem_unpin). */
 static void set_pinned(tc_engine *e, const char *key, size_t kl, bool on)
 {
-    mem *m = e->mem;
-    uint64_t h = mem_hash(m, key, kl);
-    mem_shard *sh = &m->shards[(h >> 56) & (m->cfg.shards - 1)];
-    int found = 0;
-    pthread_mutex_lock(&sh->lock);
-    for (uint32_t i = 0; i < sh->cap; i++) {
-        uint64_t s = sh->slots[i];
-        if (s == 0)
-            continue;
-        struct tc_item *it = slot_item(s);
-        if (item_klen(it) == kl && memcmp(item_key(it), key, kl) == 0) {
-            if (on)
-                it->bits |= ITEM_PINNED;
-            else
-                it->bits &= (uint8_t)~ITEM_PINNED;
-            found++;
-        }
-    }
-    pthread_mutex_unlock(&sh->lock);
-    TCT_EQ_INT(found, 1);
+    TCT_EQ_INT(table_touch(e, key, kl, on ? ITEM_PINNED : 0,
+                           on ? 0 : ITEM_PINNED),
+               1);
 }
 
 /* Stores n values of vlen bytes under "<prefix><i>", pinning each
