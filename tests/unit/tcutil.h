@@ -136,12 +136,13 @@ static inline unsigned tcu_wait_indexed_for(tc_engine *e, unsigned ms)
     return waited;
 }
 
-/* tcu_wait_indexed_for with 30 s: over the disk budget, the journal
- * waits for reclaim at each segment, and draining has taken 9.7 s here
- * (reclaim_rescues_items_read) on a busy machine. */
+/* tcu_wait_indexed_for with 60 s: over the disk budget, the journal
+ * waits for reclaim at each segment, and draining 80 MB written into a
+ * 32 MB budget has taken 15 s here (reclaim_rescues_items_read). */
+#define TCU_INDEXED_MS 60000u
 static inline void tcu_wait_indexed(tc_engine *e)
 {
-    tcu_wait_indexed_for(e, 30000);
+    tcu_wait_indexed_for(e, TCU_INDEXED_MS);
 }
 
 /* Key "<prefix><n>" into buf (size >= 64); returns its length. */

@@ -1020,6 +1020,23 @@ static void capacity_keeps_within_budget(void)
     tc_close(e);
 }
 
+/* Waits (ms milliseconds at most, in steps of 50) until the directory
+ * of a budget of cfg->disk_size (segments of a sixteenth of it) is back
+ * within it with room for one and a half segments, as reclaim brings it
+ * when the writes stop. Returns the usage then; *waited_ms how long. */
+static uint64_t wait_within_budget(tc_engine *e, const tc_config *cfg,
+                                   unsigned ms, unsigned *waited_ms)
+{
+    uint64_t seg = cfg->disk_size / 16, used = tcu_stat(e, "disk_bytes");
+    unsigned waited = 0;
+    for (; waited < ms && used + seg * 3 / 2 > cfg->disk_size; waited += 50) {
+        usleep(50000);
+        used = tcu_stat(e, "disk_bytes");
+    }
+    *waited_ms = waited;
+    return used;
+}
+
 /* Reclaim rescues the live items that memory holds and that were read
  * there, and drops the rest from the index (README, --disk-size): once the
  * segments that held them are reclaimed, the keys read are all still on
@@ -1060,17 +1077,12 @@ static void reclaim_rescues_items_read(void)
                   TC_OK);
     }
     /* Reclaim runs behind the writes, and a close does not wait for it:
-     * wait (30 s at most) until the directory is back within its budget,
-     * as reclaim_goes_on_when_idle does (a loaded CI machine closed with
-     * the first segments still there: 859 unread keys came back). */
-    unsigned drain_ms = tcu_wait_indexed_for(e, 30000);
-    uint64_t seg = cfg.disk_size / 16, used = tcu_stat(e, "disk_bytes");
-    unsigned idle_ms = 0;
-    for (; idle_ms < 30000 && used + seg * 3 / 2 > cfg.disk_size;
-         idle_ms += 50) {
-        usleep(50000);
-        used = tcu_stat(e, "disk_bytes");
-    }
+     * wait until the index has everything and the directory is back
+     * within its budget (30 s at most), as reclaim_goes_on_when_idle
+     * does (a loaded CI machine closed with the first segments still
+     * there: 859 unread keys came back). */
+    unsigned drain_ms = tcu_wait_indexed_for(e, TCU_INDEXED_MS), idle_ms;
+    uint64_t used = wait_within_budget(e, &cfg, 30000, &idle_ms);
     printf("# indexed %u ms after the last store, within budget %u ms later "
            "(%llu bytes)\n", drain_ms, idle_ms, (unsigned long long)used);
     tc_close(e);
@@ -1121,14 +1133,12 @@ static void reclaim_goes_on_when_idle(void)
     }
     /* Over budget, the journal writer waits for reclaim at each new
      * segment (journal.c), and reclaim needs two index commits; on a
-     * loaded machine draining the last few segments has taken over 5 s. */
-    unsigned drain_ms = tcu_wait_indexed_for(e, 30000);
+     * loaded machine draining the last segments has taken over 5 s. */
+    unsigned drain_ms = tcu_wait_indexed_for(e, TCU_INDEXED_MS);
     printf("# journal drained %u ms after the last store\n", drain_ms);
-    uint64_t at_end = tcu_stat(e, "disk_bytes"), now = at_end;
-    for (int i = 0; i < 100 && now + seg * 3 / 2 > cfg.disk_size; i++) {
-        usleep(50000);
-        now = tcu_stat(e, "disk_bytes");
-    }
+    uint64_t at_end = tcu_stat(e, "disk_bytes");
+    unsigned idle_ms;
+    uint64_t now = wait_within_budget(e, &cfg, 5000, &idle_ms);
     printf("# usage %llu when indexed, %llu after idling; budget %llu\n",
            (unsigned long long)at_end, (unsigned long long)now,
            (unsigned long long)cfg.disk_size);

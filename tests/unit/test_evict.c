@@ -743,6 +743,17 @@ static void store_run(tc_engine *e, const char *prefix, unsigned n,
     }
 }
 
+/* Unpins the n keys store_run stored under prefix, as the index writer
+ * does once it has them. */
+static void unpin_run(tc_engine *e, const char *prefix, unsigned n)
+{
+    char key[64];
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, prefix, i);
+        set_pinned(e, key, kl, false);
+    }
+}
+
 /* While the index lags, every large item stored is pinned and, leaving
  * the small FIFO, waits in main. Small items stored then, never read and
  * not pinned, must still make room. (Before the fix, with the small FIFO
@@ -767,12 +778,8 @@ static void pinned_main_does_not_shield_small(void)
     printf("# %u of 20 unpinned small items left; bytes %llu, limit %zu\n",
            left, (unsigned long long)tcu_stat(e, "bytes"), limit);
     TCT_EQ_INT(left, 0);
-    for (unsigned i = 0; i < nbig + 4; i++) {
-        size_t kl = tcu_key(key, i < nbig ? "b:" : "c:",
-                            i < nbig ? i : i - nbig);
-        if (resident(e, key, kl))
-            set_pinned(e, key, kl, false);
-    }
+    unpin_run(e, "b:", nbig);
+    unpin_run(e, "c:", 4);
     TCT_EQ_INT(memcheck_tier(e->mem), 0);
     tc_close(e);
 }
