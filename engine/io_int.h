@@ -40,6 +40,12 @@ int64_t io_sys_run(io_op *op);
 
 /* The test layer (iosim.c). */
 bool iosim_active(void);
+/* Around a durable change made outside this module (an LMDB commit):
+ * false once the power is cut (the change must not be made: in a real
+ * cut nothing runs after it); otherwise a cut waits for the matching
+ * iosim_outside_end, so the change happens wholly before it. */
+bool iosim_outside_begin(void);
+void iosim_outside_end(void);
 void iosim_lock(void);
 void iosim_unlock(void);
 bool iosim_cut_locked(void);

@@ -198,6 +198,24 @@ bool iosim_cut_locked(void)
     return atomic_load(&sim.cut);
 }
 
+bool iosim_outside_begin(void)
+{
+    if (!iosim_active())
+        return true;
+    iosim_lock();
+    if (iosim_cut_locked()) {
+        iosim_unlock();
+        return false;
+    }
+    return true;
+}
+
+void iosim_outside_end(void)
+{
+    if (iosim_active())
+        iosim_unlock();
+}
+
 void io_sim_enable(void)
 {
     atomic_store(&sim.on, true);
