@@ -317,9 +317,7 @@ void disk_warn(disk *d, int err, const char *fmt, ...)
 {
     if (d->cfg.log == NULL)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    uint64_t now = disk_now_us();
     pthread_mutex_lock(&d->warn_lock);
     if (d->warn_last_us != 0 && now - d->warn_last_us < 1000000u) {
         d->warn_dropped++;
@@ -420,6 +418,13 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
              atomic_load(&d->st_journal_coalesced));
     stat_u64(fn, arg, "journal_lag_bytes",
              atomic_load_explicit(&d->unindexed, memory_order_relaxed));
+    stat_u64(fn, arg, "journal_unwritten_bytes",
+             atomic_load_explicit(&d->unwritten, memory_order_relaxed));
+    size_t uw_max = atomic_load_explicit(&d->unwritten_max,
+                                         memory_order_relaxed);
+    stat_u64(fn, arg, "journal_unwritten_max",
+             uw_max == SIZE_MAX ? 0 : uw_max);
+    stat_u64(fn, arg, "journal_write_rate", atomic_load(&d->jw_rate));
     stat_u64(fn, arg, "index_lag_records",
              durable > indexed ? durable - indexed : 0);
     stat_u64(fn, arg, "index_batches", atomic_load(&d->st_index_batches));
@@ -429,6 +434,9 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "fsyncs", atomic_load(&d->st_fsyncs));
     stat_u64(fn, arg, "fsync_us_p99", fsync_p99(d));
     stat_u64(fn, arg, "fsync_us_max", atomic_load(&d->st_fsync_us_max));
+    uint64_t since = atomic_load(&d->sync_since), now = disk_now_us();
+    stat_u64(fn, arg, "fsync_running_us",
+             since != 0 && now > since ? now - since : 0);
     snprintf(buf, sizeof(buf), "%.2f",
              stored > 0 ? (double)raw / (double)stored : 1.0);
     fn(arg, "compress_ratio", buf);

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "disk.h"
 #include "filter.h"
@@ -91,9 +92,17 @@ struct disk {
     struct jr_chunk *q_spare; /* emptied chunks (journal_trim_spares) */
     size_t q_nspare;
     bool stopping;
-    bool jr_idle; /* the writer sleeps with nothing written to sync */
+    bool jr_sleeping; /* the writer waits for the queue (or a sync's time) */
+    bool jr_idle;     /* ... with nothing written to sync */
     _Atomic size_t unindexed; /* logged and not yet indexed, bytes */
     _Atomic size_t unsynced;  /* logged and not yet durable, bytes */
+    /* Logged and not yet written, bytes, and its bound: what the journal
+     * writer writes in flush_ms / 2 at its measured rate (journal.c,
+     * writer_rate), so that a change waits that long at most before it
+     * is written, however slow the disk. SIZE_MAX under sync durability
+     * (each client waits for its own change there). */
+    _Atomic size_t unwritten;
+    _Atomic size_t unwritten_max;
     _Atomic uint64_t flush_lsn;
     int64_t pending_flush_at; /* meta.flush_at as found at open */
 
@@ -113,6 +122,11 @@ struct disk {
      * taken, stored before it hands them on: the index writer's CAS
      * ceiling, without a pass over the items of each run. */
     _Atomic uint64_t jw_max_cas;
+    /* The writer's rate, bytes of entry cost per second of its busy
+     * time (writes and syncs), smoothed; 0 until measured. */
+    _Atomic uint64_t jw_rate;
+    uint64_t jw_rate_bytes; /* the sample being gathered */
+    uint64_t jw_rate_us;
     uint64_t cur_seg; /* the segment being appended to */
     int cur_fd;
     uint64_t cur_off; /* where the next record goes */
@@ -163,6 +177,7 @@ struct disk {
     _Atomic uint64_t st_fsyncs;
     _Atomic uint64_t st_fsync_us_total;
     _Atomic uint64_t st_fsync_us_max;
+    _Atomic uint64_t sync_since; /* the running fdatasync's start, or 0 */
     _Atomic uint64_t st_disk_reads;
     _Atomic uint64_t st_fast_reads;  /* disk_reads done on the caller */
     _Atomic uint64_t st_fast_misses; /* fast path left to the reader */
@@ -260,5 +275,13 @@ void disk_seg_live(disk *d, uint64_t id, int64_t delta);
 /* Creates segment id (file, preallocation, header, directory fsync),
  * writing through q, and adds it to the table. */
 tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out);
+
+/* CLOCK_MONOTONIC in microseconds. */
+static inline uint64_t disk_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 #endif /* TC_DISK_INT_H */

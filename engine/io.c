@@ -860,6 +860,8 @@ unsigned io_queue_inflight(const io_queue *q)
 static int submit_sim(io_op *op)
 {
     int err;
+    if (op->opcode == IO_OP_WRITE || op->opcode == IO_OP_WRITEV)
+        iosim_slow_write(op->len);
     if (!iosim_active())
         return 0;
     iosim_lock();

@@ -168,7 +168,8 @@ ssize_t io_file_read_nowait(int fd, void *buf, size_t len, uint64_t off);
  * process, before the engine creates queues or touches files, and ends
  * that process after the power cut. Files are known by device and inode,
  * whatever descriptor reaches them. Only what goes through this module
- * is seen: LMDB's own writes, msync and fsyncs are not.
+ * is seen: LMDB's own writes, msync and fsyncs are not (but an index
+ * commit is made wholly before the cut or not at all: idx.c).
  *
  * While it is on, an unlinked file, and a file a rename replaces, keep
  * their data under a hidden name ".tcsim-<pid>-<n>" in their directory
@@ -177,6 +178,10 @@ ssize_t io_file_read_nowait(int fd, void *buf, size_t len, uint64_t off);
  */
 void io_sim_enable(void);
 bool io_sim_enabled(void);
+/* A slow disk, on or off independently of the rest of the layer: every
+ * write or writev submitted from then on first waits len / bytes_per_s
+ * on the submitting thread (0: no wait, the default). */
+void io_sim_slow_writes(uint64_t bytes_per_s);
 /* Makes every later operation fail with -EIO without touching a file,
  * waits for what the kernel or a pool thread is doing, then undoes
  * everything not on stable storage. Returns how many changes it undid:

@@ -46,6 +46,8 @@ bool iosim_active(void);
  * iosim_outside_end, so the change happens wholly before it. */
 bool iosim_outside_begin(void);
 void iosim_outside_end(void);
+/* Waits as long as io_sim_slow_writes says len bytes take. */
+void iosim_slow_write(size_t len);
 void iosim_lock(void);
 void iosim_unlock(void);
 bool iosim_cut_locked(void);

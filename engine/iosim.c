@@ -164,6 +164,7 @@ static struct {
     pthread_mutex_t lock;
     atomic_bool on;
     atomic_bool cut;
+    _Atomic uint64_t write_bps; /* io_sim_slow_writes; 0: full speed */
     bool broken; /* a record could not be kept: the model is not exact */
     sim_file *files;
     sim_dir *dirs;
@@ -196,6 +197,23 @@ void iosim_unlock(void)
 bool iosim_cut_locked(void)
 {
     return atomic_load(&sim.cut);
+}
+
+void io_sim_slow_writes(uint64_t bytes_per_s)
+{
+    atomic_store(&sim.write_bps, bytes_per_s);
+}
+
+void iosim_slow_write(size_t len)
+{
+    uint64_t bps = atomic_load_explicit(&sim.write_bps, memory_order_relaxed);
+    if (bps == 0)
+        return;
+    uint64_t ns = (uint64_t)len * 1000000000u / bps;
+    struct timespec ts = {(time_t)(ns / 1000000000u),
+                          (long)(ns % 1000000000u)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
 }
 
 bool iosim_outside_begin(void)

@@ -378,9 +378,10 @@ TC_API tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg);
  * tc_delete, ...) wait for room by themselves; the context API (tc_ctx)
  * keeps accepting changes, so a server on it should stop reading
  * requests until this returns 0 again (check it every millisecond or
- * so), which keeps the bytes at risk in a crash within the queue's bound
- * (README.md, "Durability": a bound in bytes, so on a journal slower than
- * that bound per flush_ms the async window grows past flush_ms).
+ * so), which keeps what a crash may lose within the durability mode's
+ * promise (README.md, "Durability": the bound on changes not yet written
+ * follows the journal's measured rate, so that none waits much more than
+ * half of flush_ms to be written, however slow the disk).
  */
 TC_API int tc_congested(tc_engine *e);
 
