@@ -86,11 +86,14 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
  * follows the writer's rate: a change logged behind U such bytes is
  * written about U / rate later and durable at the sync after that, so
  * U <= rate x flush_ms / 2 keeps README's async promise (flush_ms and
- * one fdatasync) within half a flush_ms however slow the disk is. A bound
+ * one fdatasync) within half a flush_ms however slow the disk is (or,
+ * on a disk that writes less than JR_UNWRITTEN_MIN in that time, within
+ * the time it takes to write that much and the largest item). A bound
  * in bytes alone let a change wait behind all of queue_max: 4 MiB at the
  * 11 MB/s of the power-cut test under ASan is 0.38 s. The rate is bytes
  * of entry cost over the writer's busy time, its syncs included (no write
- * is done while one runs), in samples of JR_RATE_US and JR_RATE_BYTES at
+ * is done while one runs, nor while a new segment waits for reclaim to
+ * make room), in samples of JR_RATE_US and JR_RATE_BYTES at
  * least, smoothed (each sample counts for a quarter); the bound stays
  * within JR_UNWRITTEN_MIN (where it starts) and queue_max. Syncs keep
  * their own schedule: syncing early at half a bound this small made 4 KiB
@@ -741,6 +744,8 @@ static void *writer_main(void *arg)
                     atomic_load_explicit(&d->unsynced, memory_order_relaxed) >
                         d->cfg.queue_max / 2);
         if (due) {
+            if (batch == NULL) /* a sync on its own holds up writes too */
+                busy_from = disk_now_us();
             int rc = writer_sync(d, extra_fd);
             extra_fd = -1;
             last_sync = disk_now_us();
@@ -753,7 +758,7 @@ static void *writer_main(void *arg)
             written = written_tail = NULL;
             written_rc = 0;
         }
-        if (batch != NULL)
+        if (busy_from != 0)
             writer_rate(d, batch_cost, disk_now_us() - busy_from);
         if (stopping && batch == NULL && written == NULL) {
             if (d->cfg.durability == TC_DURABILITY_NONE)
@@ -766,7 +771,8 @@ static void *writer_main(void *arg)
 tc_status journal_start(disk *d)
 {
     /* Until the rate is known, the smallest bound: a slow disk must not
-     * take a whole queue_max before its first sample. */
+     * take a whole queue_max before its first sample. NONE keeps it too:
+     * its promise for a process crash is async's. */
     atomic_store(&d->unwritten_max,
                  d->cfg.durability == TC_DURABILITY_SYNC ? SIZE_MAX
                                                          : JR_UNWRITTEN_MIN);

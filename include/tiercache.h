@@ -381,7 +381,8 @@ TC_API tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg);
  * so), which keeps what a crash may lose within the durability mode's
  * promise (README.md, "Durability": the bound on changes not yet written
  * follows the journal's measured rate, so that none waits much more than
- * half of flush_ms to be written, however slow the disk).
+ * half of flush_ms to be written, or than the disk takes to write 64 KiB
+ * and the largest item where that is longer).
  */
 TC_API int tc_congested(tc_engine *e);
 
