@@ -645,7 +645,10 @@ static void writer_rate(disk *d, uint64_t bytes, uint64_t us)
     atomic_store(&d->jw_rate, rate);
     if (d->cfg.durability == TC_DURABILITY_SYNC)
         return;
-    uint64_t max = rate * d->cfg.flush_ms / 2000u;
+    /* flush_ms is not capped in the library: no overflow for any. */
+    uint64_t max = rate > UINT64_MAX / d->cfg.flush_ms
+                       ? UINT64_MAX
+                       : rate * d->cfg.flush_ms / 2000u;
     if (max > d->cfg.queue_max)
         max = d->cfg.queue_max;
     if (max < JR_UNWRITTEN_MIN)
