@@ -416,6 +416,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "journal_records", atomic_load(&d->st_journal_records));
     stat_u64(fn, arg, "journal_coalesced",
              atomic_load(&d->st_journal_coalesced));
+    stat_u64(fn, arg, "journal_folded",
+             atomic_load(&d->st_journal_folded));
     stat_u64(fn, arg, "journal_lag_bytes",
              atomic_load_explicit(&d->unindexed, memory_order_relaxed));
     stat_u64(fn, arg, "journal_unwritten_bytes",

@@ -112,6 +112,31 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
                   uint32_t exptime, bool scheduled, disk_wake_fn wake,
                   void *wake_arg);
 
+/*
+ * Folding a change into the record that waits for it. Call with the
+ * shard lock of it's key held, it the item a set is about to replace (or
+ * rewrite in place), h its key's hash. When the latest record logged for
+ * the key is a set of it that the journal writer has not taken yet, and
+ * no one waits for it (not under sync durability), returns that record
+ * with the queue locked: the caller then rewrites it in place (it holds
+ * the only reference besides the record's and the memory tier's) or puts
+ * a new item in its place, and calls disk_fold_end with the item now
+ * current, or disk_fold_cancel to log the change as usual after all.
+ * Otherwise returns NULL, and the change is logged with disk_log.
+ *
+ * The record keeps its LSN and takes the new value: nothing had been
+ * written of the old one, and both would have become durable with the
+ * same fdatasync; a record logged in between for another key changes
+ * nothing about this key (a flush, which does, ends every fold). A
+ * re-set of a hot key then costs no new record, no journal bytes, and
+ * nothing in either writer. Counted in stats as journal_folded.
+ */
+struct jr_entry;
+struct jr_entry *disk_fold_begin(disk *d, uint64_t h,
+                                 const struct tc_item *it);
+void disk_fold_end(disk *d, struct jr_entry *e, struct tc_item *it);
+void disk_fold_cancel(disk *d);
+
 /* A delayed flush not yet due when the directory was opened (its unix
  * time), or 0. */
 int64_t disk_pending_flush(const disk *d);

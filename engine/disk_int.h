@@ -66,6 +66,17 @@ typedef struct jr_dedup {
     size_t cap;
 } jr_dedup;
 
+/* The latest entry logged for a slot of key hashes (h & (JR_FOLD_SLOTS -
+ * 1)) while it waits in the queue: a change of a key whose latest entry
+ * is a set still there is folded into it (disk_fold_begin). A slot is
+ * current while its lsn is at least q_fold_from; two keys of one slot
+ * keep the later one. */
+#define JR_FOLD_SLOTS 16384
+struct jr_fold {
+    struct jr_entry *e;
+    uint64_t lsn;
+};
+
 typedef struct seg_info {
     uint64_t id;
     int fd;
@@ -88,6 +99,8 @@ struct disk {
     jr_entry *q_tail;
     size_t q_bytes;
     uint64_t next_lsn;
+    uint64_t q_fold_from; /* the first LSN the writer has not taken */
+    struct jr_fold fold[JR_FOLD_SLOTS];
     struct jr_chunk *q_chunk; /* entries are handed out from it */
     struct jr_chunk *q_spare; /* emptied chunks (journal_trim_spares) */
     size_t q_nspare;
@@ -174,6 +187,7 @@ struct disk {
     _Atomic uint64_t st_journal_bytes;
     _Atomic uint64_t st_journal_records;
     _Atomic uint64_t st_journal_coalesced;
+    _Atomic uint64_t st_journal_folded;
     _Atomic uint64_t st_fsyncs;
     _Atomic uint64_t st_fsync_us_total;
     _Atomic uint64_t st_fsync_us_max;

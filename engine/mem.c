@@ -588,7 +588,8 @@ static tc_status mem_store_check(mem_shard *sh, tc_store_mode mode,
 
 /*
  * Overwrites old with a new value in place, under the shard lock: when
- * the shard holds the only reference (nobody is reading or sending it) and
+ * the shard holds the only reference, or refs with the journal record a
+ * change is folded into (nobody is reading or sending it), and
  * the new item would take the same slab chunk. The item keeps its place,
  * its frequency and its cost; it gets a new CAS. Saves an allocation, a
  * free and the bookkeeping of a replaced item, which is most of an
@@ -596,13 +597,14 @@ static tc_status mem_store_check(mem_shard *sh, tc_store_mode mode,
  */
 static bool mem_rewrite(mem *m, mem_shard *sh, struct tc_item *old,
                         const void *value, size_t vlen, uint32_t flags,
-                        uint32_t exptime, uint8_t meta, uint32_t now)
+                        uint32_t exptime, uint8_t meta, uint32_t now,
+                        unsigned refs)
 {
     size_t klen = item_klen(old);
     size_t size = item_size(klen, vlen), old_size = item_total(old);
     /* Only slab chunks: a larger item is malloc'd to its exact size, and
      * a same-cost bucket of malloc's says nothing of the bytes we own. */
-    if (atomic_load_explicit(&old->refs, memory_order_acquire) != 1 ||
+    if (atomic_load_explicit(&old->refs, memory_order_acquire) != refs ||
         size > SLAB_CHUNK_MAX || old_size > SLAB_CHUNK_MAX ||
         slab_cost(size) != slab_cost(old_size))
         return false;
@@ -729,6 +731,10 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     }
     sh->st.set_cmds++;
     struct tc_item *old = f.live ? f.it : NULL;
+    /* No one waits for this change's record: it may be folded into the
+     * one of the item it replaces (disk.h). */
+    bool may_fold = old != NULL && m->dk != NULL &&
+                    (old->bits & ITEM_PINNED) && (o == NULL || o->wake == NULL);
     st = mem_store_check(sh, mode, old, cas, mm, &stale);
     /* A stale store keeps the item's expiry and a win handed out. */
     uint8_t meta = mm != NULL && (mm->set & TC_MO_KEY64) ? ITEM_M_KEY64 : 0;
@@ -741,14 +747,25 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     if (st == TC_OK && concat) {
         st = mem_concat(m, mode, key, klen, old, value, vlen, &nit);
     } else if (st == TC_OK && !copy_early) {
+        /* Its record still queued: rewritten there too (disk_fold_begin;
+         * the value, at most MEM_REWRITE_MAX, is copied with the queue
+         * locked). */
+        struct jr_entry *fold =
+            may_fold ? disk_fold_begin(m->dk, h, old) : NULL;
         if (old != NULL && mem_rewrite(m, sh, old, value, vlen, flags,
-                                       exptime, meta, now)) {
-            mem_log(m, SEG_SET, old, h, 0, o);
+                                       exptime, meta, now,
+                                       fold != NULL ? 2 : 1)) {
+            if (fold != NULL)
+                disk_fold_end(m->dk, fold, old);
+            else
+                mem_log(m, SEG_SET, old, h, 0, o);
             if (cas_out != NULL)
                 *cas_out = old->cas;
             pthread_mutex_unlock(&sh->lock);
             return TC_OK;
         }
+        if (fold != NULL)
+            disk_fold_cancel(m->dk);
         nit = mem_new_item(m, key, klen, value, vlen, flags, exptime);
         if (nit == NULL)
             st = TC_ENOMEM;
@@ -758,7 +775,15 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         st = mem_publish(m, sh, h, f.pos, f.it, nit, now);
     }
     if (st == TC_OK) {
-        mem_log(m, SEG_SET, nit, h, 0, o);
+        /* The record of the item replaced, still queued, takes the new
+         * one (the item replaced is no longer in the table, but its
+         * record still holds it). */
+        struct jr_entry *fold =
+            may_fold ? disk_fold_begin(m->dk, h, old) : NULL;
+        if (fold != NULL)
+            disk_fold_end(m->dk, fold, nit);
+        else
+            mem_log(m, SEG_SET, nit, h, 0, o);
         if (cas_out != NULL)
             *cas_out = nit->cas;
         stored = (uintptr_t)nit;
