@@ -131,10 +131,10 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
  * re-set of a hot key then costs no new record, no journal bytes, and
  * nothing in either writer. Counted in stats as journal_folded.
  */
-struct jr_entry;
-struct jr_entry *disk_fold_begin(disk *d, uint64_t h,
-                                 const struct tc_item *it);
-void disk_fold_end(disk *d, struct jr_entry *e, struct tc_item *it);
+struct jr_fold;
+struct jr_fold *disk_fold_begin(disk *d, uint64_t h,
+                                const struct tc_item *it);
+void disk_fold_end(disk *d, struct jr_fold *f, struct tc_item *it);
 void disk_fold_cancel(disk *d);
 
 /* A delayed flush not yet due when the directory was opened (its unix

@@ -67,14 +67,18 @@ typedef struct jr_dedup {
 } jr_dedup;
 
 /* The latest entry logged for a slot of key hashes (h & (JR_FOLD_SLOTS -
- * 1)) while it waits in the queue: a change of a key whose latest entry
- * is a set still there is folded into it (disk_fold_begin). A slot is
+ * 1)) while it waits in the queue: a set of a key whose latest entry is
+ * a set still there is folded into it (disk_fold_begin). A slot is
  * current while its lsn is at least q_fold_from; two keys of one slot
- * keep the later one. */
+ * keep the later one. item is the entry's item when the entry may be
+ * folded into (a set no one waits for), NULL otherwise; cost is its
+ * e->cost (so that a fold need not read the entry). */
 #define JR_FOLD_SLOTS 16384
 struct jr_fold {
+    const struct tc_item *item;
     struct jr_entry *e;
     uint64_t lsn;
+    size_t cost;
 };
 
 typedef struct seg_info {

@@ -246,10 +246,16 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
      * the flush then drops with the item (the set ordered before the
      * flush); ending the folds keeps to the simpler rule that a record
      * folded into is the latest of everything that concerns its key. */
-    if (type == SEG_FLUSH)
+    if (type == SEG_FLUSH) {
         d->q_fold_from = d->next_lsn;
-    else
-        d->fold[h & (JR_FOLD_SLOTS - 1)] = (struct jr_fold){e, lsn};
+    } else {
+        /* Only a set no one waits for may be folded into; any other
+         * record of the key ends its folds. */
+        bool may = type == SEG_SET && wake == NULL;
+        d->fold[h & (JR_FOLD_SLOTS - 1)] = (struct jr_fold){
+            .item = may ? e->item : NULL, .e = e, .lsn = lsn,
+            .cost = e->cost};
+    }
     /* Wake the writer when it sleeps with nothing to do, when someone
      * waits for this record, or when a batch is worth writing; while it
      * waits for the next sync (async), records join the next batch and
@@ -270,49 +276,54 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
     return lsn;
 }
 
-struct jr_entry *disk_fold_begin(disk *d, uint64_t h,
-                                 const struct tc_item *it)
+struct jr_fold *disk_fold_begin(disk *d, uint64_t h,
+                                const struct tc_item *it)
 {
     if (!(it->bits & ITEM_PINNED) ||
         d->cfg.durability == TC_DURABILITY_SYNC)
         return NULL;
     pthread_mutex_lock(&d->q_lock);
-    const struct jr_fold *f = &d->fold[h & (JR_FOLD_SLOTS - 1)];
-    /* The lsn first: an entry the writer has taken may be given back. */
-    if (f->e != NULL && f->lsn >= d->q_fold_from) {
-        jr_entry *e = f->e;
-        if (e->h == h && e->item == it && e->type == SEG_SET &&
-            e->wake == NULL)
-            return e; /* q_lock held until disk_fold_end */
-    }
+    /* The slot alone decides, without a look at the entry (a line most
+     * likely out of the caches): it names the entry's item only while
+     * the entry is the key's latest record, a set no one waits for, and
+     * its lsn says whether the writer has taken it. */
+    struct jr_fold *f = &d->fold[h & (JR_FOLD_SLOTS - 1)];
+    if (f->item == it && f->lsn >= d->q_fold_from)
+        return f; /* q_lock held until disk_fold_end */
     pthread_mutex_unlock(&d->q_lock);
     return NULL;
 }
 
-void disk_fold_end(disk *d, struct jr_entry *e, struct tc_item *it)
+void disk_fold_end(disk *d, struct jr_fold *f, struct tc_item *it)
 {
-    struct tc_item *was = e->item;
-    if (it != was) {
+    jr_entry *e = f->e;
+    struct tc_item *was = NULL;
+    if (it != f->item) {
+        was = e->item;
         e->item = tc_item_ref(it);
         it->bits |= ITEM_PINNED;
+        f->item = e->item;
     }
     e->meta = it->meta & ITEM_M_PERSIST;
-    size_t cost = entry_cost(it), old = e->cost;
-    e->cost = cost;
-    d->q_bytes = d->q_bytes - old + cost;
-    _Atomic size_t *counts[] = {&d->unindexed, &d->unsynced, &d->unwritten};
-    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
-        if (cost >= old)
-            atomic_fetch_add_explicit(counts[i], cost - old,
-                                      memory_order_relaxed);
-        else
-            atomic_fetch_sub_explicit(counts[i], old - cost,
-                                      memory_order_relaxed);
+    size_t cost = entry_cost(it), old = f->cost;
+    e->cost = f->cost = cost;
+    if (cost != old) {
+        d->q_bytes = d->q_bytes - old + cost;
+        _Atomic size_t *counts[] = {&d->unindexed, &d->unsynced,
+                                    &d->unwritten};
+        for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+            if (cost > old)
+                atomic_fetch_add_explicit(counts[i], cost - old,
+                                          memory_order_relaxed);
+            else
+                atomic_fetch_sub_explicit(counts[i], old - cost,
+                                          memory_order_relaxed);
+        }
     }
-    pthread_mutex_unlock(&d->q_lock);
     atomic_fetch_add_explicit(&d->st_journal_folded, 1,
                               memory_order_relaxed);
-    if (it != was)
+    pthread_mutex_unlock(&d->q_lock);
+    if (was != NULL)
         tc_item_release(was);
 }
 

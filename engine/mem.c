@@ -750,7 +750,7 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         /* Its record still queued: rewritten there too (disk_fold_begin;
          * the value, at most MEM_REWRITE_MAX, is copied with the queue
          * locked). */
-        struct jr_entry *fold =
+        struct jr_fold *fold =
             may_fold ? disk_fold_begin(m->dk, h, old) : NULL;
         if (old != NULL && mem_rewrite(m, sh, old, value, vlen, flags,
                                        exptime, meta, now,
@@ -778,7 +778,7 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         /* The record of the item replaced, still queued, takes the new
          * one (the item replaced is no longer in the table, but its
          * record still holds it). */
-        struct jr_entry *fold =
+        struct jr_fold *fold =
             may_fold ? disk_fold_begin(m->dk, h, old) : NULL;
         if (fold != NULL)
             disk_fold_end(m->dk, fold, nit);
