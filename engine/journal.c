@@ -21,7 +21,7 @@
  * The writer sleeps while the queue is empty, and is woken by the first
  * record that arrives then; in ASYNC mode, records that arrive while it
  * waits for the next sync are written with it, or sooner once half the
- * bound on unwritten bytes (1 MiB at most) waits. So a record is durable
+ * bound on unwritten bytes (JR_WAKE_BYTES at most) waits. So a record is durable
  * within flush_ms and one fdatasync, and, on a disk slower than the
  * clients, half a flush_ms more (the bound on unwritten bytes, below).
  * A record that does not fit the rest of the current segment starts the
@@ -196,6 +196,26 @@ static size_t entry_cost(const struct tc_item *it)
            (it != NULL ? SEG_REC_HDR + item_klen(it) + item_vlen(it) : 64);
 }
 
+/* With q_lock held, after the queue grew: wakes the writer when it
+ * sleeps with nothing to do, when someone waits for the record (waited),
+ * or when a batch is worth writing; while it waits for the next sync
+ * (async), records join the next batch and no one wakes it: at most one
+ * wake per sleep, none per record. */
+static void writer_wake(disk *d, bool waited)
+{
+    if (!d->jr_sleeping)
+        return;
+    size_t wake_at = atomic_load_explicit(&d->unwritten_max,
+                                          memory_order_relaxed) / 2;
+    if (wake_at > JR_WAKE_BYTES)
+        wake_at = JR_WAKE_BYTES;
+    if (d->jr_idle || waited || d->cfg.durability == TC_DURABILITY_SYNC ||
+        d->q_bytes >= wake_at) {
+        d->jr_sleeping = false;
+        pthread_cond_signal(&d->q_cond);
+    }
+}
+
 uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
                   uint32_t exptime, bool scheduled, disk_wake_fn wake,
                   void *wake_arg)
@@ -256,22 +276,7 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
             .item = may ? e->item : NULL, .e = e, .lsn = lsn,
             .cost = e->cost};
     }
-    /* Wake the writer when it sleeps with nothing to do, when someone
-     * waits for this record, or when a batch is worth writing; while it
-     * waits for the next sync (async), records join the next batch and
-     * no one wakes it: at most one wake per sleep, none per record. */
-    if (d->jr_sleeping) {
-        size_t wake_at = atomic_load_explicit(&d->unwritten_max,
-                                              memory_order_relaxed) / 2;
-        if (wake_at > JR_WAKE_BYTES)
-            wake_at = JR_WAKE_BYTES;
-        if (d->jr_idle || wake != NULL ||
-            d->cfg.durability == TC_DURABILITY_SYNC ||
-            d->q_bytes >= wake_at) {
-            d->jr_sleeping = false;
-            pthread_cond_signal(&d->q_cond);
-        }
-    }
+    writer_wake(d, wake != NULL);
     pthread_mutex_unlock(&d->q_lock);
     return lsn;
 }
@@ -309,6 +314,8 @@ void disk_fold_end(disk *d, struct jr_fold *f, struct tc_item *it)
     e->cost = f->cost = cost;
     if (cost != old) {
         d->q_bytes = d->q_bytes - old + cost;
+        if (cost > old) /* a longer value: as if a record came */
+            writer_wake(d, false);
         _Atomic size_t *counts[] = {&d->unindexed, &d->unsynced,
                                     &d->unwritten};
         for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {

@@ -770,16 +770,18 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         if (nit == NULL)
             st = TC_ENOMEM;
     }
+    struct jr_fold *fold = NULL;
     if (st == TC_OK) {
         nit->meta = meta;
+        /* The record of the item replaced, still queued, is to take the
+         * new one: decided before the table lets go of old, which may
+         * then be freed (its record's item may be a private copy). A
+         * replacement in place (old not NULL) cannot fail, and takes no
+         * disk lock: the queue may stay locked across it. */
+        fold = may_fold ? disk_fold_begin(m->dk, h, old) : NULL;
         st = mem_publish(m, sh, h, f.pos, f.it, nit, now);
     }
     if (st == TC_OK) {
-        /* The record of the item replaced, still queued, takes the new
-         * one (the item replaced is no longer in the table, but its
-         * record still holds it). */
-        struct jr_fold *fold =
-            may_fold ? disk_fold_begin(m->dk, h, old) : NULL;
         if (fold != NULL)
             disk_fold_end(m->dk, fold, nit);
         else
@@ -789,6 +791,8 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         stored = (uintptr_t)nit;
         nit = NULL;
     } else if (st == TC_ENOMEM && mode == TC_SET && old != NULL) {
+        if (fold != NULL) /* not reached: see above */
+            disk_fold_cancel(m->dk);
         /* A set that could not be stored must not leave the old value to
          * be read as if it were the new one (memcached does the same). */
         mem_remove(m, sh, h, old, f.pos, o);
