@@ -371,6 +371,23 @@ static void flush_inside_one_index_run(void)
     tc_close(e);
 }
 
+/* Opens an engine whose journal writer, once it has written a first
+ * record, waits two seconds for its next batch: what is logged meanwhile
+ * waits in the queue, where later sets of its keys are folded into it. */
+static tc_engine *open_slow_batches(tcu_clock *clk)
+{
+    tc_config cfg;
+    cfg_disk(&cfg, clk);
+    cfg.flush_ms = 2000;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    put(e, "first", "0", 0, 0);
+    for (int i = 0; i < 2000 && tcu_stat(e, "journal_records") == 0; i++)
+        usleep(1000);
+    TCT_EQ_U64(tcu_stat(e, "journal_records"), 1);
+    return e;
+}
+
 /* Records of one key in the same journal batch: only the last SET or
  * DELETE is written (a set of a key whose set waits in the queue is folded
  * into it, and the writer coalesces what remains); a TOUCH keeps the
@@ -381,15 +398,7 @@ static void journal_coalesces_a_batch(void)
 {
     tcu_clock clk = {0};
     fresh_dir();
-    tc_config cfg;
-    cfg_disk(&cfg, &clk);
-    cfg.flush_ms = 2000;
-    tc_engine *e = NULL;
-    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
-    put(e, "first", "0", 0, 0);
-    for (int i = 0; i < 2000 && tcu_stat(e, "journal_records") == 0; i++)
-        usleep(1000);
-    TCT_EQ_U64(tcu_stat(e, "journal_records"), 1);
+    tc_engine *e = open_slow_batches(&clk);
     put(e, "k", "a", 1, 0);
     put(e, "k", "b", 2, 0);
     put(e, "k", "c", 3, 0);
@@ -417,23 +426,6 @@ static void journal_coalesces_a_batch(void)
     tcu_clock_add(&clk, 1001);
     expect_absent(e, "t"); /* the touch was kept */
     tc_close(e);
-}
-
-/* Opens an engine whose journal writer, once it has written a first
- * record, waits two seconds for its next batch: what is logged meanwhile
- * waits in the queue, where later sets of its keys are folded into it. */
-static tc_engine *open_slow_batches(tcu_clock *clk)
-{
-    tc_config cfg;
-    cfg_disk(&cfg, clk);
-    cfg.flush_ms = 2000;
-    tc_engine *e = NULL;
-    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
-    put(e, "first", "0", 0, 0);
-    for (int i = 0; i < 2000 && tcu_stat(e, "journal_records") == 0; i++)
-        usleep(1000);
-    TCT_EQ_U64(tcu_stat(e, "journal_records"), 1);
-    return e;
 }
 
 /* A set of a key whose set still waits in the journal's queue takes that
