@@ -780,6 +780,10 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
          * disk lock: the queue may stay locked across it. */
         fold = may_fold ? disk_fold_begin(m->dk, h, old) : NULL;
         st = mem_publish(m, sh, h, f.pos, f.it, nit, now);
+        if (st != TC_OK && fold != NULL) { /* not reached: see above */
+            disk_fold_cancel(m->dk);
+            fold = NULL;
+        }
     }
     if (st == TC_OK) {
         if (fold != NULL)
@@ -791,8 +795,6 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
         stored = (uintptr_t)nit;
         nit = NULL;
     } else if (st == TC_ENOMEM && mode == TC_SET && old != NULL) {
-        if (fold != NULL) /* not reached: see above */
-            disk_fold_cancel(m->dk);
         /* A set that could not be stored must not leave the old value to
          * be read as if it were the new one (memcached does the same). */
         mem_remove(m, sh, h, old, f.pos, o);
