@@ -115,7 +115,8 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
 /*
  * Folding a change into the record that waits for it. Call with the
  * shard lock of it's key held, it the item a set is about to replace (or
- * rewrite in place), h its key's hash. When the latest record logged for
+ * rewrite in place; worth a call only when it is ITEM_PINNED, and when
+ * no one waits for the new change), h its key's hash. When the latest record logged for
  * the key is a set of it that the journal writer has not taken yet, and
  * no one waits for it (not under sync durability), returns that record
  * with the queue locked: the caller then rewrites it in place (it holds

@@ -284,14 +284,12 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
 struct jr_fold *disk_fold_begin(disk *d, uint64_t h,
                                 const struct tc_item *it)
 {
-    if (!(it->bits & ITEM_PINNED) ||
-        d->cfg.durability == TC_DURABILITY_SYNC)
-        return NULL;
     pthread_mutex_lock(&d->q_lock);
     /* The slot alone decides, without a look at the entry (a line most
      * likely out of the caches): it names the entry's item only while
-     * the entry is the key's latest record, a set no one waits for, and
-     * its lsn says whether the writer has taken it. */
+     * the entry is the key's latest record, a set no one waits for (so
+     * never under sync durability), and its lsn says whether the writer
+     * has taken it. */
     struct jr_fold *f = &d->fold[h & (JR_FOLD_SLOTS - 1)];
     if (f->item == it && f->lsn >= d->q_fold_from)
         return f; /* q_lock held until disk_fold_end */
@@ -313,19 +311,15 @@ void disk_fold_end(disk *d, struct jr_fold *f, struct tc_item *it)
     size_t cost = entry_cost(it), old = f->cost;
     e->cost = f->cost = cost;
     if (cost != old) {
-        d->q_bytes = d->q_bytes - old + cost;
+        /* Unsigned: adding the difference modulo SIZE_MAX + 1 takes a
+         * shorter value's bytes off as well. */
+        size_t delta = cost - old;
+        d->q_bytes += delta;
+        atomic_fetch_add_explicit(&d->unindexed, delta, memory_order_relaxed);
+        atomic_fetch_add_explicit(&d->unsynced, delta, memory_order_relaxed);
+        atomic_fetch_add_explicit(&d->unwritten, delta, memory_order_relaxed);
         if (cost > old) /* a longer value: as if a record came */
             writer_wake(d, false);
-        _Atomic size_t *counts[] = {&d->unindexed, &d->unsynced,
-                                    &d->unwritten};
-        for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
-            if (cost > old)
-                atomic_fetch_add_explicit(counts[i], cost - old,
-                                          memory_order_relaxed);
-            else
-                atomic_fetch_sub_explicit(counts[i], old - cost,
-                                          memory_order_relaxed);
-        }
     }
     atomic_fetch_add_explicit(&d->st_journal_folded, 1,
                               memory_order_relaxed);

@@ -447,18 +447,25 @@ static void journal_folds_queued_sets(void)
     tc_item_view(held, &view);
     TCT_EQ_MEM(view.value, view.value_len, "b");
     tc_item_release(held);
+    /* A longer value, then a shorter one (still one byte longer than
+     * the first): the record's cost follows. */
+    put(e, "k", "a longer value than before", 3, 0);
+    put(e, "k", "cc", 3, 0);
     put(e, "t", "x", 4, 0);
     TCT_EQ_ST(tc_touch(e, "t", 1, TCU_T0 + 1000), TC_OK);
     put(e, "t", "y", 5, 0); /* not folded: the touch came between */
-    TCT_EQ_U64(tcu_stat(e, "journal_folded"), 2);
-    expect(e, "k", "c");
+    TCT_EQ_U64(tcu_stat(e, "journal_folded"), 4);
+    expect(e, "k", "cc");
     tcu_wait_indexed(e);
+    /* Every byte counted for the queue was taken off again. */
+    TCT_EQ_U64(tcu_stat(e, "journal_lag_bytes"), 0);
+    TCT_EQ_U64(tcu_stat(e, "journal_unwritten_bytes"), 0);
     tc_close(e);
 
     drop_index();
     e = open_disk(&clk);
     expect(e, "first", "0");
-    expect(e, "k", "c");
+    expect(e, "k", "cc");
     tcu_clock_add(&clk, 1001);
     expect(e, "t", "y"); /* a fold into "x" would have left the touch last */
     TCT_EQ_U64(tcu_stat(e, "disk_write_errors"), 0);
