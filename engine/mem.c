@@ -1052,8 +1052,19 @@ void mem_unpin(mem *m, struct tc_item *it, uint64_t h)
 
     pthread_mutex_lock(&sh->lock);
     /* Found by pointer: an item no longer in the table (replaced, deleted,
-     * flushed) is left alone; its bits may be another thread's. */
-    if (mem_table_find_ptr(m, sh, it, &pos)) {
+     * flushed) is left alone; its bits may be another thread's. A record
+     * that holds a private copy (the item's count was saturated when it
+     * was logged) pinned the table's item of the same key and CAS: a CAS
+     * names one version (a pointer may be reused once the item it named
+     * is freed). */
+    bool found = mem_table_find_ptr(m, sh, it, &pos);
+    if (!found && (it->bits & ITEM_COPY)) {
+        struct tc_item *t = table_find(sh, h, item_key(it), item_klen(it),
+                                       &pos);
+        found = t != NULL && t->cas == it->cas;
+        it = t;
+    }
+    if (found) {
         it->bits &= (uint8_t)~ITEM_PINNED;
         /* The index has the deletion: the tombstone is not needed. (An
          * expired item, now unpinned, goes at its next lookup.) */

@@ -513,6 +513,47 @@ static void working_set_four_times_memory(void)
     tc_close(e);
 }
 
+/* A change logged while the item's reference count is saturated gives
+ * its record a private copy (item.c); once indexed, the item in the
+ * table is unpinned all the same and can leave memory for the disk. */
+static void saturated_item_unpinned_once_indexed(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.mem_limit = 1 << 20;
+    cfg.item_size_max = 64 << 10;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    put(e, "hot", "value-of-hot", 0, 0);
+    tcu_wait_indexed(e);
+    enum { HOLD = 260 }; /* past the count's 240 */
+    tc_item *held[HOLD];
+    for (unsigned i = 0; i < HOLD; i++)
+        TCT_EQ_ST(tc_get(e, "hot", 3, &held[i]), TC_OK);
+    /* Logged with the table's item saturated: the record holds a copy. */
+    TCT_EQ_ST(tc_touch(e, "hot", 3, 0), TC_OK);
+    for (unsigned i = 0; i < HOLD; i++)
+        tc_item_release(held[i]);
+    tcu_wait_indexed(e);
+    /* Sixteen times the memory tier through it: an unpinned "hot"
+     * leaves (a pinned one never would). */
+    char key[64], val[1024];
+    memset(val, 'f', sizeof(val));
+    for (unsigned i = 0; i < 16 * 1024; i++) {
+        size_t kl = tcu_key(key, "f:", i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0, NULL),
+                  TC_OK);
+        if (i % 1024 == 1023)
+            tcu_wait_indexed(e);
+    }
+    uint64_t before = tcu_stat(e, "get_disk_hits");
+    expect(e, "hot", "value-of-hot");
+    TCT_EQ_U64(tcu_stat(e, "get_disk_hits"), before + 1);
+    tc_close(e);
+}
+
 /* A get for a key that exists nowhere reads nothing from disk. */
 static void miss_costs_no_disk_read(void)
 {
@@ -1258,6 +1299,7 @@ static const tct_case cases[] = {
     TCT(flush_survives_restart),       TCT(flush_inside_one_index_run),
     TCT(journal_coalesces_a_batch),    TCT(journal_folds_queued_sets),
     TCT(working_set_four_times_memory),
+    TCT(saturated_item_unpinned_once_indexed),
     TCT(miss_costs_no_disk_read),      TCT(lost_index_rebuilt),
     TCT(damage_in_the_middle_skipped), TCT(torn_tail_cut),
     TCT(second_process_refused),       TCT(other_format_refused),
