@@ -172,6 +172,8 @@ struct disk {
     io_queue *rq;
     struct rc_job *rc_job[4]; /* segments read, to drain (reclaim.c) */
     size_t rc_njob;
+    struct rc_job *rc_spare[4]; /* drained jobs whose arrays are kept */
+    size_t rc_nspare;
     uint64_t rc_segs[4];   /* segments drained, waiting to be deleted */
     size_t rc_n;
     _Atomic uint64_t rc_drain_lsn; /* when their rescues are all indexed */
@@ -258,6 +260,9 @@ tc_status reclaim_apply(disk *d);
 void reclaim_applied(disk *d, bool committed);
 void reclaim_finish(disk *d);
 void reclaim_step(disk *d);
+/* Frees the arrays kept for the next segments to reclaim (when the
+ * index writer idles, and at its end). */
+void reclaim_trim(disk *d);
 /* Bytes the directory holds: segments and the index file. */
 uint64_t disk_usage(disk *d);
 
