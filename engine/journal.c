@@ -272,11 +272,10 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
         /* Only a set no one waits for may be folded into; any other
          * record of the key ends its folds. */
         bool may = type == SEG_SET && wake == NULL;
-        struct jr_fold *f = &d->fold[h & (JR_FOLD_SLOTS - 1)];
-        f->e = e;
-        f->lsn = lsn;
-        f->cost = e->cost;
-        __atomic_store_n(&f->item, may ? e->item : NULL, __ATOMIC_RELAXED);
+        size_t slot = h & (JR_FOLD_SLOTS - 1);
+        d->fold[slot] = (struct jr_fold){.e = e, .lsn = lsn, .cost = e->cost};
+        __atomic_store_n(&d->fold_item[slot], may ? e->item : NULL,
+                         __ATOMIC_RELAXED);
     }
     writer_wake(d, wake != NULL);
     pthread_mutex_unlock(&d->q_lock);
@@ -294,11 +293,12 @@ struct jr_fold *disk_fold_begin(disk *d, uint64_t h,
      * lock, which the caller holds: a slot that does not name it now
      * will not before that lock is let go, so the queue's lock is taken
      * only when it does (about half the sets of a skewed load). */
-    struct jr_fold *f = &d->fold[h & (JR_FOLD_SLOTS - 1)];
-    if (__atomic_load_n(&f->item, __ATOMIC_RELAXED) != it)
+    size_t slot = h & (JR_FOLD_SLOTS - 1);
+    if (__atomic_load_n(&d->fold_item[slot], __ATOMIC_RELAXED) != it)
         return NULL;
     pthread_mutex_lock(&d->q_lock);
-    if (f->item == it && f->lsn >= d->q_fold_from)
+    struct jr_fold *f = &d->fold[slot];
+    if (d->fold_item[slot] == it && f->lsn >= d->q_fold_from)
         return f; /* q_lock held until disk_fold_end */
     pthread_mutex_unlock(&d->q_lock);
     return NULL;
@@ -307,12 +307,13 @@ struct jr_fold *disk_fold_begin(disk *d, uint64_t h,
 void disk_fold_end(disk *d, struct jr_fold *f, struct tc_item *it)
 {
     jr_entry *e = f->e;
+    const struct tc_item **item = &d->fold_item[f - d->fold];
     struct tc_item *was = NULL;
-    if (it != f->item) {
+    if (it != *item) {
         was = e->item;
         e->item = tc_item_ref(it);
         it->bits |= ITEM_PINNED;
-        __atomic_store_n(&f->item, e->item, __ATOMIC_RELAXED);
+        __atomic_store_n(item, e->item, __ATOMIC_RELAXED);
     }
     e->meta = it->meta & ITEM_M_PERSIST;
     size_t cost = entry_cost(it), old = f->cost;
