@@ -367,6 +367,11 @@ tc_durability disk_durability(const disk *d)
 struct jr_slot {
     uint32_t h; /* 32 bits of the hash: the keys are compared anyway */
     uint32_t i; /* entry index + 1, 0 = free */
+    /* The entry's item, whose key a later look compares: read from
+     * here, not through the entry (the array of entries, the entry and
+     * the item were three misses in a row, the most of this function's
+     * time in the index writer). */
+    const struct tc_item *it;
 };
 
 void jr_dedup_free(jr_dedup *t)
@@ -404,6 +409,14 @@ void jr_supersede(jr_dedup *t, jr_entry *const *ents, size_t n, bool *skip,
             if (ents[i - 8]->item != NULL)
                 __builtin_prefetch(ents[i - 8]->item);
         }
+        if (i >= 4) {
+            /* Half way there, its slot has come: the item of the entry
+             * found there, whose key it will be compared with. */
+            uint64_t h4 = ents[i - 4]->h;
+            const struct jr_slot *s4 = &slot[h4 & (cap - 1)];
+            if (s4->i != 0 && s4->h == (uint32_t)(h4 >> 32))
+                __builtin_prefetch(s4->it);
+        }
         const jr_entry *e = ents[i];
         const struct tc_item *it = e->item;
         if (it == NULL || e->coalesced)
@@ -412,7 +425,7 @@ void jr_supersede(jr_dedup *t, jr_entry *const *ents, size_t n, bool *skip,
         for (; slot[p].i != 0; p = (p + 1) & (cap - 1)) {
             if (slot[p].h != (uint32_t)(e->h >> 32))
                 continue;
-            const struct tc_item *o = ents[slot[p].i - 1]->item;
+            const struct tc_item *o = slot[p].it;
             if (item_klen(o) == item_klen(it) &&
                 memcmp(item_key(o), item_key(it), item_klen(it)) == 0)
                 break;
@@ -422,7 +435,7 @@ void jr_supersede(jr_dedup *t, jr_entry *const *ents, size_t n, bool *skip,
         else if ((written && e->seg == 0) || e->type == SEG_SET ||
                  e->type == SEG_DELETE)
             slot[p] = (struct jr_slot){(uint32_t)(e->h >> 32),
-                                       (uint32_t)(i + 1)};
+                                       (uint32_t)(i + 1), it};
     }
 }
 
