@@ -400,7 +400,10 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "disk_limit_bytes", d->cfg.disk_size);
     stat_u64(fn, arg, "disk_index_bytes", idx_file_bytes(d->ix));
     stat_u64(fn, arg, "disk_index_live_bytes", idx_live_bytes(d->ix));
-    stat_u64(fn, arg, "disk_segments", d->nsegs);
+    pthread_mutex_lock(&d->seg_lock);
+    size_t nsegs = d->nsegs; /* the journal writer adds to them */
+    pthread_mutex_unlock(&d->seg_lock);
+    stat_u64(fn, arg, "disk_segments", nsegs);
     stat_u64(fn, arg, "disk_reads", atomic_load(&d->st_disk_reads));
     stat_u64(fn, arg, "disk_reads_inline", atomic_load(&d->st_fast_reads));
     stat_u64(fn, arg, "disk_reads_not_cached",

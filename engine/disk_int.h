@@ -46,6 +46,8 @@ typedef struct jr_entry {
     bool scheduled;        /* SEG_FLUSH: a delayed flush, not yet due */
     bool coalesced;        /* not written: a later entry of its key in
                             * the same journal batch replaced it */
+    bool copy;             /* item is a private copy of the one logged
+                            * (its count was saturated: tc_item_ref) */
     struct tc_item *item;  /* a reference; NULL for SEG_FLUSH */
     uint32_t exptime;      /* SEG_TOUCH, SEG_FLUSH */
     uint8_t meta;          /* the item's state as logged (SEG_M_*) */

@@ -430,7 +430,7 @@ static void ix_release(disk *d, ix_run *r)
         jr_entry *e = r->ents[i];
         if (e->item != NULL) {
             if (!r->skip[i])
-                mem_unpin(d->m, e->item, e->h);
+                mem_unpin(d->m, e->item, e->h, e->copy);
             tc_item_release(e->item);
         }
         cost += e->cost;

@@ -58,7 +58,7 @@ static struct tc_item *item_copy(const struct tc_item *it)
     c->flags = it->flags;
     c->lens = it->lens;
     c->atime = 0;
-    c->bits = ITEM_COPY;
+    c->bits = 0;
     atomic_init(&c->refs, 1);
     c->meta = 0;
     memcpy(c->data, it->data, size - ITEM_HDR_SIZE);

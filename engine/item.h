@@ -56,10 +56,6 @@
 /* A deletion not yet in the index: the key is absent, whatever the disk
  * still holds. A tombstone has no value and is never returned. */
 #define ITEM_TOMB 0x40u
-/* A private copy (tc_item_ref at saturation), never linked as it is:
- * mem_publish sets bits anew. A journal record holding one unpins the
- * table's item of the same key and CAS (mem_unpin). */
-#define ITEM_COPY 0x80u
 
 /* meta: the state memcached's meta commands keep per item. All but
  * FETCHED go to disk with the item (seg.h, idx.h). */

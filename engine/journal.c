@@ -243,6 +243,7 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
     e->wake_arg = wake_arg;
     if (it != NULL) {
         e->item = tc_item_ref(it);
+        e->copy = e->item != it;
         it->bits |= ITEM_PINNED;
         /* Read here, under the shard lock: gets change it later. */
         e->meta = it->meta & ITEM_M_PERSIST;
@@ -312,6 +313,7 @@ void disk_fold_end(disk *d, struct jr_fold *f, struct tc_item *it)
     if (it != *item) {
         was = e->item;
         e->item = tc_item_ref(it);
+        e->copy = e->item != it;
         it->bits |= ITEM_PINNED;
         __atomic_store_n(item, e->item, __ATOMIC_RELAXED);
     }

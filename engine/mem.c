@@ -1051,7 +1051,7 @@ struct tc_item *mem_item_alloc(mem *m, const void *key, size_t klen,
     return item_new(m->slab, key, klen, vlen);
 }
 
-void mem_unpin(mem *m, struct tc_item *it, uint64_t h)
+void mem_unpin(mem *m, struct tc_item *it, uint64_t h, bool copy)
 {
     mem_shard *sh = mem_shard_of(m, h);
     uint32_t pos;
@@ -1059,12 +1059,12 @@ void mem_unpin(mem *m, struct tc_item *it, uint64_t h)
     pthread_mutex_lock(&sh->lock);
     /* Found by pointer: an item no longer in the table (replaced, deleted,
      * flushed) is left alone; its bits may be another thread's. A record
-     * that holds a private copy (the item's count was saturated when it
-     * was logged) pinned the table's item of the same key and CAS: a CAS
-     * names one version (a pointer may be reused once the item it named
-     * is freed). */
-    bool found = mem_table_find_ptr(m, sh, it, &pos);
-    if (!found && (it->bits & ITEM_COPY)) {
+     * that holds a private copy (copy: the item's count was saturated
+     * when it was logged) pinned the table's item of the same key and
+     * CAS: a CAS names one version (a pointer may be reused once the item
+     * it named is freed). */
+    bool found = !copy && mem_table_find_ptr(m, sh, it, &pos);
+    if (copy) {
         struct tc_item *t = table_find(sh, h, item_key(it), item_klen(it),
                                        &pos);
         found = t != NULL && t->cas == it->cas;

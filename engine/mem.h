@@ -154,8 +154,10 @@ void mem_set_cas_base(mem *m, uint64_t base);
 struct tc_item *mem_item_alloc(mem *m, const void *key, size_t klen,
                                size_t vlen);
 /* The index now has the item's record: it may be evicted; a tombstone
- * goes. */
-void mem_unpin(mem *m, struct tc_item *it, uint64_t h);
+ * goes. copy: it is the record's private copy of the item logged (whose
+ * count was saturated), which then names the table's item of the same
+ * key and CAS. */
+void mem_unpin(mem *m, struct tc_item *it, uint64_t h, bool copy);
 /*
  * Reclaim's rescue: if key's item is in memory, clean (not pinned), live
  * and was read since it got there, logs it again (a new record of the
