@@ -1063,12 +1063,14 @@ void mem_unpin(mem *m, struct tc_item *it, uint64_t h, bool copy)
      * when it was logged) pinned the table's item of the same key and
      * CAS: a CAS names one version (a pointer may be reused once the item
      * it named is freed). */
-    bool found = !copy && mem_table_find_ptr(m, sh, it, &pos);
+    bool found;
     if (copy) {
         struct tc_item *t = table_find(sh, h, item_key(it), item_klen(it),
                                        &pos);
         found = t != NULL && t->cas == it->cas;
         it = t;
+    } else {
+        found = mem_table_find_ptr(m, sh, it, &pos);
     }
     if (found) {
         it->bits &= (uint8_t)~ITEM_PINNED;
