@@ -445,6 +445,10 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     snprintf(buf, sizeof(buf), "%.2f",
              stored > 0 ? (double)raw / (double)stored : 1.0);
     fn(arg, "compress_ratio", buf);
+    stat_u64(fn, arg, "compress_skipped_behind",
+             atomic_load(&d->st_raw_hurried));
+    stat_u64(fn, arg, "journal_writer_behind",
+             atomic_load(&d->st_writer_behind));
     stat_u64(fn, arg, "disk_reclaimed_segments",
              atomic_load(&d->st_reclaimed_segs));
     stat_u64(fn, arg, "disk_reclaim_dropped",
@@ -452,6 +456,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "disk_reclaim_rescued",
              atomic_load(&d->st_reclaim_rescued));
     stat_u64(fn, arg, "disk_over_budget", atomic_load(&d->st_over_budget));
+    stat_u64(fn, arg, "disk_room_wait_timeouts",
+             atomic_load(&d->st_room_timeouts));
     stat_u64(fn, arg, "recovery_records", d->rec.records);
     stat_u64(fn, arg, "recovery_cut_bytes", d->rec.cut_bytes);
     stat_u64(fn, arg, "recovery_skipped", d->rec.skipped);

@@ -146,8 +146,9 @@ int64_t disk_pending_flush(const disk *d);
 uint64_t disk_flush_lsn(disk *d);
 
 /* True when so much is logged and not yet indexed that the server should
- * stop taking requests until the journal catches up. */
-bool disk_congested(const disk *d);
+ * stop taking requests until the journal catches up. A true answer for
+ * the journal writer's bound is taken as its being behind (journal.c). */
+bool disk_congested(disk *d);
 
 /* The durability mode writes wait for. */
 tc_durability disk_durability(const disk *d);

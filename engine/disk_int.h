@@ -126,6 +126,9 @@ struct disk {
      * (each client waits for its own change there). */
     _Atomic size_t unwritten;
     _Atomic size_t unwritten_max;
+    /* A writer was held back by that bound since the journal writer last
+     * took its queue: the next batch is stored uncompressed (journal.c). */
+    _Atomic bool held_back;
     _Atomic uint64_t flush_lsn;
     int64_t pending_flush_at; /* meta.flush_at as found at open */
 
@@ -156,6 +159,22 @@ struct disk {
     unsigned zc_misses;  /* compressions in a row that did not pay */
     unsigned zc_skipped; /* values stored raw untried since (journal.c) */
     unsigned zc_every;   /* then one value in this many is tried */
+    bool zc_hurry;       /* this batch is stored raw: the writer is behind */
+    unsigned zc_hurried; /* values stored raw for that */
+    /* What compressing costs and saves, and what writing costs (the
+     * writer's time, ns; bytes), halved now and then: journal_zc_pays. */
+    uint64_t zc_ns, zc_in, zc_saved, wr_ns, wr_bytes;
+    /* Records written and not yet synced, in LSN order (none with NONE,
+     * which hands them on at once), and the first error of their writes;
+     * a previous segment written to and not yet synced (or -1); when the
+     * last sync ended; the cost of the entries written since the writer
+     * last took its queue (for its rate). The writer's alone. */
+    jr_entry *jw_written, *jw_written_tail;
+    int jw_written_rc;
+    int jw_extra_fd;
+    uint64_t jw_last_sync;
+    uint64_t jw_cost;
+    uint64_t jw_batch_lsn; /* the first LSN of the batch being written */
 
     /* The index writer. */
     pthread_t indexer;
@@ -215,10 +234,13 @@ struct disk {
     _Atomic uint64_t st_index_superseded;
     _Atomic uint64_t st_raw_bytes;
     _Atomic uint64_t st_stored_bytes;
+    _Atomic uint64_t st_raw_hurried; /* values stored raw untried, behind */
+    _Atomic uint64_t st_writer_behind; /* batches taken after a hold-back */
     _Atomic uint64_t st_reclaimed_segs;
     _Atomic uint64_t st_reclaim_dropped;
     _Atomic uint64_t st_reclaim_rescued;
     _Atomic uint64_t st_over_budget;
+    _Atomic uint64_t st_room_timeouts; /* the writer waited its second */
     _Atomic uint64_t st_durable_lsn;
     _Atomic uint64_t st_indexed_lsn;
     _Atomic int st_last_errno;
@@ -304,6 +326,21 @@ void disk_seg_live(disk *d, uint64_t id, int64_t delta);
 /* Creates segment id (file, preallocation, header, directory fsync),
  * writing through q, and adds it to the table. */
 tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out);
+
+/* Whether compressing values makes the journal writer faster: it costs
+ * zc_ns per zc_in bytes compressed and saves zc_saved of them, and a
+ * write costs wr_ns per wr_bytes (journal.c). True while it knows no
+ * better. */
+bool journal_zc_pays(uint64_t zc_ns, uint64_t zc_in, uint64_t zc_saved,
+                     uint64_t wr_ns, uint64_t wr_bytes);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+static inline uint64_t disk_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* CLOCK_MONOTONIC in microseconds. */
 static inline uint64_t disk_now_us(void)

@@ -39,6 +39,16 @@
  * sets), and a mix in which even one value in JR_ZC_MISSES compresses is
  * not affected.
  *
+ * A batch taken after a writer was held back by the bound on unwritten
+ * bytes (disk_congested) is stored uncompressed when compressing costs
+ * the writer more time than the smaller writes spare it
+ * (journal_zc_pays, from the writer's recent times): the writer is what
+ * clients wait for then, and a compressed value serves them no better
+ * than a raw one. Behind a slow disk compressing pays and goes on.
+ * 4 KiB values of 64 letters (ratio 1.31) at level 1 cost 9 us each here,
+ * their write into the page cache under 1 us: compressing made the
+ * journal writer the bottleneck of 4 KiB sets (bench/RESULTS.md).
+ *
  * Write errors (ENOSPC, EIO): the batch is not retried; its waiters get
  * TC_EIO; the index writer takes its keys out of the index (so no older
  * value of theirs can come back from disk) and unpins its items, which
@@ -66,6 +76,9 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
 #define JR_ZC_MISSES 32
 #define JR_ZC_SAMPLE 32
 #define JR_ZC_SAMPLE_MAX 1024
+/* The costs journal_zc_pays weighs follow about this many bytes of the
+ * latest writes and compressions. */
+#define JR_COST_BYTES ((uint64_t)64 << 20)
 /* Entries are handed out in order from chunks of JR_CHUNK (about 450
  * KiB), and a chunk is reused once all of its entries came back: the
  * queue, the journal writer's batches and the index writer's runs are
@@ -348,12 +361,15 @@ uint64_t disk_flush_lsn(disk *d)
     return atomic_load(&d->flush_lsn);
 }
 
-bool disk_congested(const disk *d)
+bool disk_congested(disk *d)
 {
-    return atomic_load_explicit(&d->unwritten, memory_order_relaxed) >
-               atomic_load_explicit(&d->unwritten_max,
-                                    memory_order_relaxed) ||
-           atomic_load_explicit(&d->unsynced, memory_order_relaxed) >
+    if (atomic_load_explicit(&d->unwritten, memory_order_relaxed) >
+        atomic_load_explicit(&d->unwritten_max, memory_order_relaxed)) {
+        if (!atomic_load_explicit(&d->held_back, memory_order_relaxed))
+            atomic_store_explicit(&d->held_back, true, memory_order_relaxed);
+        return true;
+    }
+    return atomic_load_explicit(&d->unsynced, memory_order_relaxed) >
                d->cfg.queue_max ||
            atomic_load_explicit(&d->unindexed, memory_order_relaxed) >
                d->cfg.index_max;
@@ -512,11 +528,72 @@ static int writer_write(disk *d, size_t n, uint64_t off)
         return 0;
     io_op op;
     io_prep_write(&op, d->cur_fd, d->wbuf, n, off);
+    uint64_t t0 = disk_now_ns();
     int64_t r = writer_io(d, &op);
+    d->wr_ns += disk_now_ns() - t0;
+    d->wr_bytes += n;
     if (r < 0)
         return (int)r;
     atomic_fetch_add(&d->st_journal_bytes, (uint64_t)n);
     return 0;
+}
+
+static void writer_finish(disk *d, jr_entry *head, int rc);
+
+/* Entries written, head to tail (rc: the first of their writes that
+ * failed, or 0): counted, and kept for the next sync (handed on at once
+ * with NONE, which makes none). */
+static void writer_written(disk *d, jr_entry *head, jr_entry *tail, int rc)
+{
+    uint64_t n = 0, coalesced = 0, cost = 0;
+    uint64_t max_cas = atomic_load_explicit(&d->jw_max_cas,
+                                            memory_order_relaxed);
+    for (jr_entry *e = head; e != NULL; e = e->next) {
+        n += !e->coalesced;
+        coalesced += e->coalesced;
+        cost += e->cost;
+        if (e->item != NULL && e->item->cas > max_cas)
+            max_cas = e->item->cas;
+    }
+    atomic_store(&d->jw_max_cas, max_cas);
+    atomic_fetch_sub(&d->unwritten, (size_t)cost);
+    d->jw_cost += cost;
+    if (rc != 0) {
+        atomic_store(&d->st_last_errno, -rc);
+        disk_warn(d, -rc, "journal write to segment %" PRIu64
+                  " failed; the changes not written (of %" PRIu64
+                  ") are kept in memory only", d->cur_seg, n);
+    }
+    atomic_fetch_add(&d->st_journal_records, n);
+    atomic_fetch_add(&d->st_journal_coalesced, coalesced);
+    if (d->cfg.durability == TC_DURABILITY_NONE) {
+        writer_finish(d, head, rc);
+        return;
+    }
+    if (d->jw_written_tail != NULL)
+        d->jw_written_tail->next = head;
+    else
+        d->jw_written = head;
+    d->jw_written_tail = tail;
+    if (rc != 0)
+        d->jw_written_rc = rc;
+}
+
+/* Syncs what was written and hands it on. */
+static void writer_sync_written(disk *d)
+{
+    int rc = writer_sync(d, d->jw_extra_fd);
+    d->jw_extra_fd = -1;
+    d->jw_last_sync = disk_now_us();
+    if (rc != 0) {
+        atomic_store(&d->st_last_errno, -rc);
+        disk_warn(d, -rc, "journal fdatasync failed; the changes "
+                  "since the last one are kept in memory only");
+    }
+    writer_finish(d, d->jw_written,
+                  d->jw_written_rc != 0 ? d->jw_written_rc : rc);
+    d->jw_written = d->jw_written_tail = NULL;
+    d->jw_written_rc = 0;
 }
 
 /* Moves to a new segment after the current one, for the record of LSN
@@ -530,12 +607,26 @@ static int writer_next_segment(disk *d, uint64_t lsn)
     for (int i = 0; i < 100 && disk_usage(d) > d->cfg.disk_size &&
                     atomic_load(&d->rc_drain_lsn) < lsn;
          i++) {
+        /* A drain waits for its rescues to be indexed, and they reach
+         * the index writer only once this writer has synced them: those
+         * of earlier batches are synced now, and for those of this batch
+         * (not all written yet) waiting is no use. Before, the wait
+         * lasted its whole second and the workers stopped meanwhile
+         * (4 KiB sets: 9 s of every 17). */
+        uint64_t drain = atomic_load(&d->rc_drain_lsn);
+        if (drain > atomic_load(&d->st_durable_lsn)) {
+            if (drain >= d->jw_batch_lsn)
+                break;
+            writer_sync_written(d);
+        }
         pthread_mutex_lock(&d->ix_lock);
         d->ix_hurry = true; /* reclaiming waits for its next commit */
         pthread_cond_signal(&d->ix_cond);
         pthread_mutex_unlock(&d->ix_lock);
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
+        if (i == 99)
+            atomic_fetch_add(&d->st_room_timeouts, 1);
     }
     if (disk_usage(d) > d->cfg.disk_size)
         atomic_fetch_add(&d->st_over_budget, 1);
@@ -548,10 +639,22 @@ static int writer_next_segment(disk *d, uint64_t lsn)
     return 0;
 }
 
+bool journal_zc_pays(uint64_t zc_ns, uint64_t zc_in, uint64_t zc_saved,
+                     uint64_t wr_ns, uint64_t wr_bytes)
+{
+    if (zc_in == 0 || wr_bytes == 0)
+        return true;
+    /* Per byte in: compressing costs zc_ns / zc_in, and spares writing
+     * zc_saved / zc_in of a byte, at wr_ns / wr_bytes each. */
+    return (double)zc_ns * (double)wr_bytes <
+           (double)wr_ns * (double)zc_saved;
+}
+
 /* The value bytes of a record: the item's, compressed when it pays. */
 static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
                                          unsigned char **scratch,
-                                         size_t *scratch_cap)
+                                         size_t *scratch_cap,
+                                         uint64_t *hurried)
 {
     struct tc_item *it = e->item;
     size_t vlen = item_vlen(it);
@@ -560,6 +663,12 @@ static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
     r->stored_len = r->raw_len = (uint32_t)vlen;
     if (d->wz == NULL || vlen < d->cfg.compress_min)
         return v;
+    /* One in JR_ZC_SAMPLE is still tried, to keep journal_zc_pays's
+     * figures current. */
+    if (d->zc_hurry && ++d->zc_hurried % JR_ZC_SAMPLE != 0) {
+        (*hurried)++;
+        return v;
+    }
     if (d->zc_misses >= JR_ZC_MISSES) {
         if (++d->zc_skipped < d->zc_every)
             return v;
@@ -574,7 +683,13 @@ static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
         *scratch_cap = bound;
     }
     size_t out_len;
-    if (zc_compress(d->wz, v, vlen, *scratch, bound, &out_len) != ZC_ZSTD) {
+    uint64_t t0 = disk_now_ns();
+    int codec = zc_compress(d->wz, v, vlen, *scratch, bound, &out_len);
+    d->zc_ns += disk_now_ns() - t0;
+    d->zc_in += vlen;
+    if (codec == ZC_ZSTD)
+        d->zc_saved += vlen - out_len;
+    if (codec != ZC_ZSTD) {
         if (d->zc_misses < JR_ZC_MISSES) {
             if (++d->zc_misses == JR_ZC_MISSES)
                 d->zc_every = JR_ZC_SAMPLE;
@@ -590,16 +705,15 @@ static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
 }
 
 /*
- * Encodes and writes a batch. Returns 0, or -errno of the first write
- * that failed (the entries from that one on are marked failed: seg 0).
- * *extra_fd is set to a previous segment written to and not yet synced.
+ * Encodes and writes a batch, and hands it on (writer_written). A failed
+ * write fails the entries from it on (seg 0).
  */
-static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
+static void writer_write_batch(disk *d, jr_entry *batch)
 {
     static const unsigned char no_key[1] = {0};
     unsigned char *scratch = NULL;
     size_t scratch_cap = 0, used = 0;
-    uint64_t start = d->cur_off, raw = 0, stored = 0;
+    uint64_t start = d->cur_off, raw = 0, stored = 0, hurried = 0;
     int rc = 0;
     /* The items were written by the workers long enough ago to have left
      * the caches: each is asked for this many entries ahead (the header
@@ -609,7 +723,10 @@ static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
     for (int k = 0; k < AHEAD && ahead != NULL; k++)
         ahead = ahead->next;
 
+    jr_entry *tail = NULL;
+    d->jw_batch_lsn = batch->lsn;
     for (jr_entry *e = batch; e != NULL; e = e->next) {
+        tail = e;
         if (ahead != NULL) {
             if (ahead->item != NULL && !ahead->coalesced) {
                 const char *p = (const char *)ahead->item;
@@ -638,14 +755,14 @@ static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
             r.flags = e->scheduled ? 1 : 0;
         }
         if (e->type == SEG_SET)
-            val = record_value(d, e, &r, &scratch, &scratch_cap);
+            val = record_value(d, e, &r, &scratch, &scratch_cap, &hurried);
         size_t size = seg_rec_size(r.klen, r.stored_len);
         if (rc == 0 && d->cur_off + used + size > d->cfg.segment_size) {
             rc = writer_write(d, used, start);
             if (rc == 0) {
-                if (*extra_fd >= 0 && *extra_fd != d->cur_fd)
-                    rc = writer_sync(d, *extra_fd); /* at most one pending */
-                *extra_fd = d->cur_fd;
+                if (d->jw_extra_fd >= 0 && d->jw_extra_fd != d->cur_fd)
+                    rc = writer_sync(d, d->jw_extra_fd); /* one pending */
+                d->jw_extra_fd = d->cur_fd;
                 if (rc == 0)
                     rc = writer_next_segment(d, e->lsn);
             }
@@ -676,12 +793,15 @@ static int writer_write_batch(disk *d, jr_entry *batch, int *extra_fd)
     atomic_fetch_add_explicit(&d->st_raw_bytes, raw, memory_order_relaxed);
     atomic_fetch_add_explicit(&d->st_stored_bytes, stored,
                               memory_order_relaxed);
+    if (hurried != 0)
+        atomic_fetch_add_explicit(&d->st_raw_hurried, hurried,
+                                  memory_order_relaxed);
     if (rc == 0)
         rc = writer_write(d, used, start);
     if (rc == 0)
         d->cur_off = start + used;
     free(scratch);
-    return rc;
+    writer_written(d, batch, tail, rc);
 }
 
 /* Marks the entries of a batch that a later entry of their key in it
@@ -736,8 +856,8 @@ static void writer_finish(disk *d, jr_entry *head, int rc)
         bool failed = e->coalesced ? rc != 0 : e->seg == 0;
         if (failed && !e->coalesced)
             atomic_fetch_add(&d->st_write_errors, 1);
-        else if (!failed)
-            atomic_store(&d->st_durable_lsn, e->lsn);
+        else if (!failed && e->lsn > atomic_load(&d->st_durable_lsn))
+            atomic_store(&d->st_durable_lsn, e->lsn); /* the writer's */
         if (e->wake != NULL)
             e->wake(e->wake_arg, failed ? TC_EIO : TC_OK);
         e->wake = NULL;
@@ -777,18 +897,16 @@ static void writer_rate(disk *d, uint64_t bytes, uint64_t us)
 static void *writer_main(void *arg)
 {
     disk *d = arg;
-    jr_entry *written = NULL, *written_tail = NULL; /* waiting for a sync */
-    int written_rc = 0;
-    int extra_fd = -1;
-    uint64_t last_sync = disk_now_us();
     const uint64_t period = (uint64_t)d->cfg.flush_ms * 1000u;
 
+    d->jw_extra_fd = -1;
+    d->jw_last_sync = disk_now_us();
     for (;;) {
         pthread_mutex_lock(&d->q_lock);
         while (d->q_head == NULL && !d->stopping) {
             uint64_t wait_ms = JR_WAIT_IDLE_MS;
-            if (written != NULL) {
-                uint64_t due = last_sync + period, now = disk_now_us();
+            if (d->jw_written != NULL) {
+                uint64_t due = d->jw_last_sync + period, now = disk_now_us();
                 if (due <= now)
                     break;
                 wait_ms = (due - now + 999) / 1000;
@@ -801,56 +919,40 @@ static void *writer_main(void *arg)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            d->jr_idle = written == NULL;
+            d->jr_idle = d->jw_written == NULL;
             d->jr_sleeping = true;
             pthread_cond_timedwait(&d->q_cond, &d->q_lock, &ts);
             d->jr_sleeping = d->jr_idle = false;
         }
         jr_entry *batch = d->q_head;
+        bool behind = atomic_exchange_explicit(&d->held_back, false,
+                                               memory_order_relaxed);
+        if (behind)
+            atomic_fetch_add_explicit(&d->st_writer_behind, 1,
+                                      memory_order_relaxed);
+        d->zc_hurry = behind &&
+                      !journal_zc_pays(d->zc_ns, d->zc_in, d->zc_saved,
+                                       d->wr_ns, d->wr_bytes);
         d->q_head = d->q_tail = NULL;
         d->q_bytes = 0;
         d->q_fold_from = d->next_lsn; /* what it takes is no longer folded */
         bool stopping = d->stopping;
         pthread_mutex_unlock(&d->q_lock);
 
-        uint64_t busy_from = 0, batch_cost = 0;
+        uint64_t busy_from = 0;
+        d->jw_cost = 0;
         if (batch != NULL) {
             busy_from = disk_now_us();
             writer_coalesce(d, batch);
-            int rc = writer_write_batch(d, batch, &extra_fd);
-            uint64_t n = 0, coalesced = 0;
-            uint64_t max_cas = atomic_load_explicit(&d->jw_max_cas,
-                                                    memory_order_relaxed);
-            for (jr_entry *e = batch; e != NULL; e = e->next) {
-                n += !e->coalesced;
-                coalesced += e->coalesced;
-                batch_cost += e->cost;
-                if (e->item != NULL && e->item->cas > max_cas)
-                    max_cas = e->item->cas;
+            writer_write_batch(d, batch);
+            if (d->wr_bytes > JR_COST_BYTES) {
+                d->wr_ns /= 2;
+                d->wr_bytes /= 2;
             }
-            atomic_store(&d->jw_max_cas, max_cas);
-            atomic_fetch_sub(&d->unwritten, (size_t)batch_cost);
-            if (rc != 0) {
-                atomic_store(&d->st_last_errno, -rc);
-                disk_warn(d, -rc, "journal write to segment %" PRIu64
-                          " failed; the changes not written (of %" PRIu64
-                          ") are kept in memory only", d->cur_seg, n);
-            }
-            atomic_fetch_add(&d->st_journal_records, n);
-            atomic_fetch_add(&d->st_journal_coalesced, coalesced);
-            if (d->cfg.durability == TC_DURABILITY_NONE) {
-                writer_finish(d, batch, rc);
-            } else {
-                jr_entry *t = batch;
-                while (t->next != NULL)
-                    t = t->next;
-                if (written_tail != NULL)
-                    written_tail->next = batch;
-                else
-                    written = batch;
-                written_tail = t;
-                if (rc != 0)
-                    written_rc = rc;
+            if (d->zc_in > JR_COST_BYTES) {
+                d->zc_ns /= 2;
+                d->zc_in /= 2;
+                d->zc_saved /= 2;
             }
         }
         /* Early, too, once half of what may wait for durability does:
@@ -860,31 +962,21 @@ static void *writer_main(void *arg)
          * long flush_ms). Measured, 4 KiB sets on one core, 15 s runs,
          * four each: 73,277-87,435 sets/s against 61,709-69,497, p99
          * 54-62 ms against 74-83. */
-        bool due = written != NULL &&
+        bool due = d->jw_written != NULL &&
                    (d->cfg.durability == TC_DURABILITY_SYNC || stopping ||
-                    disk_now_us() >= last_sync + period ||
+                    disk_now_us() >= d->jw_last_sync + period ||
                     atomic_load_explicit(&d->unsynced, memory_order_relaxed) >
                         d->cfg.queue_max / 2);
         if (due) {
             if (batch == NULL) /* a sync on its own holds up writes too */
                 busy_from = disk_now_us();
-            int rc = writer_sync(d, extra_fd);
-            extra_fd = -1;
-            last_sync = disk_now_us();
-            if (rc != 0) {
-                atomic_store(&d->st_last_errno, -rc);
-                disk_warn(d, -rc, "journal fdatasync failed; the changes "
-                          "since the last one are kept in memory only");
-            }
-            writer_finish(d, written, written_rc != 0 ? written_rc : rc);
-            written = written_tail = NULL;
-            written_rc = 0;
+            writer_sync_written(d);
         }
         if (busy_from != 0)
-            writer_rate(d, batch_cost, disk_now_us() - busy_from);
-        if (stopping && batch == NULL && written == NULL) {
+            writer_rate(d, d->jw_cost, disk_now_us() - busy_from);
+        if (stopping && batch == NULL && d->jw_written == NULL) {
             if (d->cfg.durability == TC_DURABILITY_NONE)
-                writer_sync(d, extra_fd); /* a clean close keeps it all */
+                writer_sync(d, d->jw_extra_fd); /* a clean close keeps it */
             return NULL;
         }
     }

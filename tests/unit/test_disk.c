@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "engine_int.h"
+#include "io.h"
 #include "item.h"
 #include "mem_int.h"
 #include "seg.h"
@@ -1263,6 +1264,164 @@ static void ratio_cb(void *arg, const char *name, const char *value)
         *(double *)arg = strtod(value, NULL);
 }
 
+/* Waits until the journal writer has written what was logged (2 s at
+ * most). */
+static void wait_written(tc_engine *e)
+{
+    for (int i = 0; i < 20000 && tcu_stat(e, "journal_unwritten_bytes") > 0;
+         i++) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* 4 KiB of words from a seed: zstd shrinks it about threefold. */
+static void words(char *buf, size_t len, unsigned seed)
+{
+    static const char *const w[] = {"cache ", "tier ",  "disk ",
+                                    "journal ", "index ", "value ",
+                                    "key ",   "segment "};
+    uint32_t x = seed * 2654435761u + 1;
+    size_t n = 0;
+    while (n < len) {
+        x = x * 1103515245u + 12345u;
+        for (const char *p = w[(x >> 16) % 8]; *p != '\0' && n < len; p++)
+            buf[n++] = *p;
+    }
+}
+
+/* Stores n values of words() as fast as it can, under prefix; returns
+ * the engine. */
+static tc_engine *store_words(tcu_clock *clk, int level, const char *prefix,
+                              unsigned n)
+{
+    tc_config cfg;
+    cfg_disk(&cfg, clk);
+    cfg.compress_level = level;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    char key[64], val[4096];
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, prefix, i);
+        words(val, sizeof(val), i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), i, 0, 0,
+                           NULL),
+                  TC_OK);
+    }
+    tcu_wait_indexed(e);
+    return e;
+}
+
+/* Reads back the n values of store_words, from disk (a fresh start). */
+static void words_read_back(tcu_clock *clk, const char *prefix, unsigned n)
+{
+    tc_engine *e = open_disk(clk);
+    char key[64], val[4096];
+    unsigned good = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, prefix, i);
+        words(val, sizeof(val), i);
+        tc_item *it;
+        if (tc_get(e, key, kl, &it) != TC_OK)
+            continue;
+        tc_view v;
+        tc_item_view(it, &v);
+        good += v.value_len == sizeof(val) && v.flags == i &&
+                memcmp(v.value, val, sizeof(val)) == 0;
+        tc_item_release(it);
+    }
+    TCT_EQ_U64(good, n);
+    TCT_EQ_U64(tcu_stat(e, "get_disk_hits"), n);
+    tc_close(e);
+}
+
+/* A journal writer that compressing slows (level 19 takes far longer than
+ * writing into the page cache) and that holds the writers back stores
+ * values uncompressed, but for a sample; raw and compressed records read
+ * back alike. */
+static void compression_yields_to_a_busy_writer(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    enum { N = 2000 };
+    tc_engine *e = store_words(&clk, 19, "zy:", N);
+    uint64_t behind = tcu_stat(e, "journal_writer_behind");
+    uint64_t raw = tcu_stat(e, "compress_skipped_behind");
+    double ratio = 0;
+    TCT_EQ_ST(tc_stats(e, ratio_cb, &ratio), TC_OK);
+    printf("# level 19: %llu batches behind, %llu of %u values stored raw "
+           "for it, compress_ratio %.2f\n", (unsigned long long)behind,
+           (unsigned long long)raw, N, ratio);
+    TCT_CHECK(behind > 0);
+    TCT_CHECK(raw > N / 2 && raw < N);
+    tc_close(e);
+    words_read_back(&clk, "zy:", N);
+}
+
+/* Behind a slow disk, compressing spares the writer time: it goes on. */
+static void compression_goes_on_behind_a_slow_disk(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    enum { N = 1000 };
+    io_sim_slow_writes((uint64_t)4 << 20); /* 4 KiB values: 1 ms each */
+    tc_engine *e = store_words(&clk, 1, "zs:", N);
+    io_sim_slow_writes(0);
+    uint64_t behind = tcu_stat(e, "journal_writer_behind");
+    uint64_t raw = tcu_stat(e, "compress_skipped_behind");
+    double ratio = 0;
+    TCT_EQ_ST(tc_stats(e, ratio_cb, &ratio), TC_OK);
+    printf("# 4 MB/s: %llu batches behind, %llu values stored raw for it, "
+           "compress_ratio %.2f\n", (unsigned long long)behind,
+           (unsigned long long)raw, ratio);
+    TCT_CHECK(behind > 0);
+    TCT_EQ_U64(raw, 0);
+    TCT_CHECK(ratio > 2.0);
+    tc_close(e);
+    words_read_back(&clk, "zs:", N);
+}
+
+/* Past the budget, the journal writer waits for room, and the drain of a
+ * reclaim waits for its rescues to reach the index, which they do once
+ * synced: the writer syncs them rather than wait for them. With flush_ms
+ * a minute no sync comes otherwise but when a quarter of queue_max waits,
+ * and each wait lasted its whole second. Every key is read as soon as it
+ * is written, so that reclaiming rescues (half a segment each time). */
+static void room_wait_syncs_the_rescues(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.disk_size = (uint64_t)32 << 20; /* segments of 2 MiB */
+    cfg.flush_ms = 60000;
+    cfg.compress_level = 0;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    char key[64], val[NOISE_LEN];
+    const unsigned n = 30000; /* about 60 MB */
+    for (unsigned i = 0; i < n; i++) {
+        size_t kl = tcu_key(key, "hot:", i);
+        noise(val, sizeof(val), i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0,
+                           NULL),
+                  TC_OK);
+        tc_item *it = NULL;
+        TCT_EQ_ST(tc_get(e, key, kl, &it), TC_OK);
+        tc_item_release(it);
+    }
+    uint64_t rescued = tcu_stat(e, "disk_reclaim_rescued");
+    uint64_t timeouts = tcu_stat(e, "disk_room_wait_timeouts");
+    printf("# %llu segments reclaimed, %llu keys rescued, %llu waits for "
+           "room timed out, %llu segments made over the budget\n",
+           (unsigned long long)tcu_stat(e, "disk_reclaimed_segments"),
+           (unsigned long long)rescued, (unsigned long long)timeouts,
+           (unsigned long long)tcu_stat(e, "disk_over_budget"));
+    TCT_CHECK(rescued > 0);
+    TCT_EQ_U64(timeouts, 0);
+    tc_close(e);
+}
+
 /* Values that do not compress make the journal writer try fewer and
  * fewer of them (journal.c); the first sample that pays brings back
  * trying every one. 4000 incompressible values, then 3000 that shrink
@@ -1283,7 +1442,12 @@ static void compression_comes_back(void)
                 val[j] = "the same words again "[j % 21];
         TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0, NULL),
                   TC_OK);
+        /* Never far ahead of the writer: a batch taken after a store was
+         * held back may go uncompressed (compression_yields_...). */
+        if (i % 8 == 7)
+            wait_written(e);
     }
+    TCT_EQ_U64(tcu_stat(e, "compress_skipped_behind"), 0);
     tcu_wait_indexed(e);
     double ratio = 0;
     TCT_EQ_ST(tc_stats(e, ratio_cb, &ratio), TC_OK);
@@ -1319,7 +1483,10 @@ static const tct_case cases[] = {
     TCT(capacity_keeps_within_budget),
     TCT(reclaim_rescues_items_read),
     TCT(reclaim_goes_on_when_idle),
+    TCT(room_wait_syncs_the_rescues),
     TCT(compression_comes_back),
+    TCT(compression_yields_to_a_busy_writer),
+    TCT(compression_goes_on_behind_a_slow_disk),
     TCT(index_run_longer_than_its_puts),
 };
 
