@@ -617,7 +617,8 @@ static int writer_next_segment(disk *d, uint64_t lsn)
         if (drain > atomic_load(&d->st_durable_lsn)) {
             if (drain >= d->jw_batch_lsn)
                 break;
-            writer_sync_written(d);
+            if (d->jw_written != NULL)
+                writer_sync_written(d);
         }
         pthread_mutex_lock(&d->ix_lock);
         d->ix_hurry = true; /* reclaiming waits for its next commit */
