@@ -202,6 +202,9 @@ struct disk {
     uint64_t rc_segs[4];   /* segments drained, waiting to be deleted */
     size_t rc_n;
     _Atomic uint64_t rc_drain_lsn; /* when their rescues are all indexed */
+    /* A drain waits for the records up to this LSN to be durable: the
+     * journal writer syncs without waiting for flush_ms until they are. */
+    _Atomic uint64_t sync_for_lsn;
 
     /* Segments. */
     pthread_mutex_t seg_lock;
@@ -331,6 +334,10 @@ tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out);
  * zc_ns per zc_in bytes compressed and saves zc_saved of them, and a
  * write costs wr_ns per wr_bytes (journal.c). True while it knows no
  * better. */
+/* Asks the journal writer to make the records up to lsn durable without
+ * waiting for flush_ms: a drain waits for its rescues (reclaim.c). */
+void journal_sync_soon(disk *d, uint64_t lsn);
+
 bool journal_zc_pays(uint64_t zc_ns, uint64_t zc_in, uint64_t zc_saved,
                      uint64_t wr_ns, uint64_t wr_bytes);
 

@@ -640,6 +640,23 @@ static int writer_next_segment(disk *d, uint64_t lsn)
     return 0;
 }
 
+void journal_sync_soon(disk *d, uint64_t lsn)
+{
+    pthread_mutex_lock(&d->q_lock);
+    if (lsn > atomic_load(&d->sync_for_lsn))
+        atomic_store(&d->sync_for_lsn, lsn);
+    pthread_cond_signal(&d->q_cond);
+    pthread_mutex_unlock(&d->q_lock);
+}
+
+/* Whether a drain waits for records this writer has written and not
+ * synced (journal_sync_soon). */
+static bool writer_sync_wanted(disk *d)
+{
+    return d->jw_written != NULL && atomic_load(&d->sync_for_lsn) >
+                                        atomic_load(&d->st_durable_lsn);
+}
+
 bool journal_zc_pays(uint64_t zc_ns, uint64_t zc_in, uint64_t zc_saved,
                      uint64_t wr_ns, uint64_t wr_bytes)
 {
@@ -890,6 +907,8 @@ static void writer_rate(disk *d, uint64_t bytes, uint64_t us)
                        : rate * d->cfg.flush_ms / 2000u;
     if (max > d->cfg.queue_max)
         max = d->cfg.queue_max;
+    if (max > d->cfg.segment_size / 2)
+        max = d->cfg.segment_size / 2;
     if (max < JR_UNWRITTEN_MIN)
         max = JR_UNWRITTEN_MIN;
     atomic_store(&d->unwritten_max, (size_t)max);
@@ -908,7 +927,7 @@ static void *writer_main(void *arg)
             uint64_t wait_ms = JR_WAIT_IDLE_MS;
             if (d->jw_written != NULL) {
                 uint64_t due = d->jw_last_sync + period, now = disk_now_us();
-                if (due <= now)
+                if (due <= now || writer_sync_wanted(d))
                     break;
                 wait_ms = (due - now + 999) / 1000;
             }
@@ -965,6 +984,7 @@ static void *writer_main(void *arg)
          * 54-62 ms against 74-83. */
         bool due = d->jw_written != NULL &&
                    (d->cfg.durability == TC_DURABILITY_SYNC || stopping ||
+                    writer_sync_wanted(d) ||
                     disk_now_us() >= d->jw_last_sync + period ||
                     atomic_load_explicit(&d->unsynced, memory_order_relaxed) >
                         d->cfg.queue_max / 2);

@@ -401,6 +401,8 @@ void reclaim_applied(disk *d, bool committed)
             d->rc_segs[d->rc_n++] = j->id;
             if (j->drain > atomic_load(&d->rc_drain_lsn))
                 atomic_store(&d->rc_drain_lsn, j->drain);
+            if (j->drain > atomic_load(&d->st_durable_lsn))
+                journal_sync_soon(d, j->drain);
         }
         rc_job_put(d, j);
         d->rc_job[i] = NULL;
