@@ -127,7 +127,8 @@ struct disk {
     _Atomic size_t unwritten;
     _Atomic size_t unwritten_max;
     /* A writer was held back by that bound since the journal writer last
-     * took its queue: the next batch is stored uncompressed (journal.c). */
+     * took its queue: the next batch is stored uncompressed if
+     * compressing does not pay (journal.c). */
     _Atomic bool held_back;
     _Atomic uint64_t flush_lsn;
     int64_t pending_flush_at; /* meta.flush_at as found at open */
@@ -160,7 +161,7 @@ struct disk {
     unsigned zc_skipped; /* values stored raw untried since (journal.c) */
     unsigned zc_every;   /* then one value in this many is tried */
     bool zc_hurry;       /* this batch is stored raw: the writer is behind */
-    unsigned zc_hurried; /* values stored raw for that */
+    unsigned zc_hurried; /* values met while so (one in 32 is tried) */
     /* What compressing costs and saves, and what writing costs (the
      * writer's time, ns; bytes), halved now and then: journal_zc_pays. */
     uint64_t zc_ns, zc_in, zc_saved, wr_ns, wr_bytes;
@@ -330,14 +331,14 @@ void disk_seg_live(disk *d, uint64_t id, int64_t delta);
  * writing through q, and adds it to the table. */
 tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out);
 
-/* Whether compressing values makes the journal writer faster: it costs
- * zc_ns per zc_in bytes compressed and saves zc_saved of them, and a
- * write costs wr_ns per wr_bytes (journal.c). True while it knows no
- * better. */
 /* Asks the journal writer to make the records up to lsn durable without
  * waiting for flush_ms: a drain waits for its rescues (reclaim.c). */
 void journal_sync_soon(disk *d, uint64_t lsn);
 
+/* Whether compressing values makes the journal writer faster: it costs
+ * zc_ns per zc_in bytes compressed and saves zc_saved of them, and a
+ * write costs wr_ns per wr_bytes (journal.c). True while it knows no
+ * better. */
 bool journal_zc_pays(uint64_t zc_ns, uint64_t zc_in, uint64_t zc_saved,
                      uint64_t wr_ns, uint64_t wr_bytes);
 

@@ -15,7 +15,9 @@
  *          are durable, their waiters are woken, the index gets them;
  *   ASYNC  keeps the written records until the next fdatasync, which
  *          happens flush_ms after the previous one (or at close), or
- *          sooner when half of queue_max waits for it;
+ *          sooner when half of queue_max waits for it, or when a drain
+ *          of reclaim waits for records written (journal_sync_soon, and
+ *          writer_next_segment when the writer waits for room);
  *   NONE   treats written records as done, never syncs (except at close
  *          and when a segment is full).
  * The writer sleeps while the queue is empty, and is woken by the first

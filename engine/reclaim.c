@@ -12,7 +12,9 @@
  *      are dropped from the index (and the filter) at the commit;
  *   3. once the rescued records are in the index (the index writer has
  *      passed the highest LSN they got), nothing points into the segment:
- *      its file is deleted and the directory synced.
+ *      its file is deleted and the directory synced. They reach the index
+ *      writer when durable, and the journal writer is asked to sync them
+ *      at once (journal_sync_soon), not flush_ms later.
  * A rescue never overwrites newer data: it logs the version memory holds,
  * which is the newest, and a write after it has a higher LSN and wins.
  * Rescues are limited to half a segment per reclaim so that reclaiming
