@@ -707,8 +707,6 @@ static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
     int codec = zc_compress(d->wz, v, vlen, *scratch, bound, &out_len);
     d->zc_ns += disk_now_ns() - t0;
     d->zc_in += vlen;
-    if (codec == ZC_ZSTD)
-        d->zc_saved += vlen - out_len;
     if (codec != ZC_ZSTD) {
         if (d->zc_misses < JR_ZC_MISSES) {
             if (++d->zc_misses == JR_ZC_MISSES)
@@ -718,6 +716,7 @@ static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
         }
         return v;
     }
+    d->zc_saved += vlen - out_len;
     d->zc_misses = 0;
     r->codec = SEG_ZSTD;
     r->stored_len = (uint32_t)out_len;
@@ -916,6 +915,21 @@ static void writer_rate(disk *d, uint64_t bytes, uint64_t us)
     atomic_store(&d->unwritten_max, (size_t)max);
 }
 
+/* Halves the figures journal_zc_pays weighs once they span more than
+ * JR_COST_BYTES, so that they follow the latest writes. */
+static void writer_costs_age(disk *d)
+{
+    if (d->wr_bytes > JR_COST_BYTES) {
+        d->wr_ns /= 2;
+        d->wr_bytes /= 2;
+    }
+    if (d->zc_in > JR_COST_BYTES) {
+        d->zc_ns /= 2;
+        d->zc_in /= 2;
+        d->zc_saved /= 2;
+    }
+}
+
 static void *writer_main(void *arg)
 {
     disk *d = arg;
@@ -967,15 +981,7 @@ static void *writer_main(void *arg)
             busy_from = disk_now_us();
             writer_coalesce(d, batch);
             writer_write_batch(d, batch);
-            if (d->wr_bytes > JR_COST_BYTES) {
-                d->wr_ns /= 2;
-                d->wr_bytes /= 2;
-            }
-            if (d->zc_in > JR_COST_BYTES) {
-                d->zc_ns /= 2;
-                d->zc_in /= 2;
-                d->zc_saved /= 2;
-            }
+            writer_costs_age(d);
         }
         /* Early, too, once half of what may wait for durability does:
          * at the limit the workers stop reading (disk_congested) until a
