@@ -47,8 +47,17 @@ void item_unref(struct tc_item *it)
  * the same allocator as the original (found through its page) when the
  * item is slab-sized; slab_free() finds it the same way.
  */
+_Atomic unsigned item_copy_fail;
+
 static struct tc_item *item_copy(const struct tc_item *it)
 {
+    unsigned fail = atomic_load_explicit(&item_copy_fail,
+                                         memory_order_relaxed);
+    while (fail > 0 && !atomic_compare_exchange_weak(&item_copy_fail, &fail,
+                                                     fail - 1))
+        ;
+    if (fail > 0)
+        return NULL;
     size_t size = item_total(it);
     struct tc_item *c = slab_alloc_like(it, size);
     if (c == NULL)

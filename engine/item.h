@@ -65,6 +65,10 @@
 #define ITEM_M_FETCHED 0x08u /* read since it was stored (mg h) */
 #define ITEM_M_PERSIST (ITEM_M_STALE | ITEM_M_WON | ITEM_M_KEY64)
 
+/* Tests only: the next this many private copies (tc_item_ref of an item
+ * whose count is saturated) fail as they would for want of memory. */
+extern _Atomic unsigned item_copy_fail;
+
 #define ITEM_REFS_MAX 0xf0u
 #define ITEM_LEN_BIG 0xffffffu
 

@@ -235,13 +235,18 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
                   uint32_t exptime, bool scheduled, disk_wake_fn wake,
                   void *wake_arg)
 {
+    /* The record's reference to the item, taken before the queue is
+     * locked: when the item's count is saturated it is a private copy
+     * (item.c), which may find no memory, like the entry below. */
+    struct tc_item *ref = it != NULL ? tc_item_ref(it) : NULL;
     pthread_mutex_lock(&d->q_lock);
-    jr_entry *e = journal_entry_new(d);
+    jr_entry *e = it == NULL || ref != NULL ? journal_entry_new(d) : NULL;
     uint64_t lsn = d->next_lsn++;
     if (e == NULL) {
-        /* Out of memory for the entry: the change stays in memory only,
-         * like a write the disk refused. */
+        /* Out of memory for the entry or the copy: the change stays in
+         * memory only, like a write the disk refused. */
         pthread_mutex_unlock(&d->q_lock);
+        tc_item_release(ref);
         atomic_fetch_add(&d->st_write_errors, 1);
         disk_warn(d, ENOMEM, "no memory to journal a change: it is kept in "
                   "memory only");
@@ -257,8 +262,8 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
     e->wake = wake;
     e->wake_arg = wake_arg;
     if (it != NULL) {
-        e->item = tc_item_ref(it);
-        e->copy = e->item != it;
+        e->item = ref;
+        e->copy = ref != it;
         it->bits |= ITEM_PINNED;
         /* Read here, under the shard lock: gets change it later. */
         e->meta = it->meta & ITEM_M_PERSIST;
@@ -326,11 +331,24 @@ void disk_fold_end(disk *d, struct jr_fold *f, struct tc_item *it)
     const struct tc_item **item = &d->fold_item[f - d->fold];
     struct tc_item *was = NULL;
     if (it != *item) {
+        /* A new item, whose count cannot be saturated yet: the copy
+         * tc_item_ref makes then, and its failure, are not expected. If
+         * it fails all the same, the record keeps the value it had, and
+         * the change stays in memory only (as in disk_log). */
+        struct tc_item *ref = tc_item_ref(it);
+        if (ref == NULL) {
+            __atomic_store_n(item, NULL, __ATOMIC_RELAXED);
+            pthread_mutex_unlock(&d->q_lock);
+            atomic_fetch_add(&d->st_write_errors, 1);
+            disk_warn(d, ENOMEM, "no memory to journal a change: it is "
+                      "kept in memory only");
+            return;
+        }
         was = e->item;
-        e->item = tc_item_ref(it);
-        e->copy = e->item != it;
+        e->item = ref;
+        e->copy = ref != it;
         it->bits |= ITEM_PINNED;
-        __atomic_store_n(item, e->item, __ATOMIC_RELAXED);
+        __atomic_store_n(item, ref, __ATOMIC_RELAXED);
     }
     e->meta = it->meta & ITEM_M_PERSIST;
     size_t cost = entry_cost(it), old = f->cost;

@@ -565,6 +565,38 @@ static void saturated_item_unpinned_once_indexed(void)
     tc_close(e);
 }
 
+/* The same, with no memory for the copy: the change is kept in memory
+ * only, as when the disk refuses a write (counted, warned of), and the
+ * journal and the index go on with the rest. */
+static void saturated_item_without_memory_for_a_copy(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_engine *e = open_disk(&clk);
+    put(e, "hot", "value-of-hot", 0, 0);
+    tcu_wait_indexed(e);
+    enum { HOLD = 260 };
+    tc_item *held[HOLD];
+    for (unsigned i = 0; i < HOLD; i++)
+        TCT_EQ_ST(tc_get(e, "hot", 3, &held[i]), TC_OK);
+    uint64_t errors = tcu_stat(e, "disk_write_errors");
+    atomic_store(&item_copy_fail, 1);
+    TCT_EQ_ST(tc_touch(e, "hot", 3, 0), TC_OK);
+    TCT_EQ_U64(atomic_load(&item_copy_fail), 0); /* the copy was tried */
+    TCT_EQ_U64(tcu_stat(e, "disk_write_errors"), errors + 1);
+    TCT_EQ_U64(table_bits(e, "hot") & ITEM_PINNED, 0);
+    for (unsigned i = 0; i < HOLD; i++)
+        tc_item_release(held[i]);
+    put(e, "after", "logged-as-usual", 0, 0);
+    tcu_wait_indexed(e);
+    expect(e, "hot", "value-of-hot");
+    tc_close(e);
+    e = open_disk(&clk);
+    expect(e, "hot", "value-of-hot");
+    expect(e, "after", "logged-as-usual");
+    tc_close(e);
+}
+
 /* A get for a key that exists nowhere reads nothing from disk. */
 static void miss_costs_no_disk_read(void)
 {
@@ -1494,6 +1526,7 @@ static const tct_case cases[] = {
     TCT(journal_coalesces_a_batch),    TCT(journal_folds_queued_sets),
     TCT(working_set_four_times_memory),
     TCT(saturated_item_unpinned_once_indexed),
+    TCT(saturated_item_without_memory_for_a_copy),
     TCT(miss_costs_no_disk_read),      TCT(lost_index_rebuilt),
     TCT(damage_in_the_middle_skipped), TCT(torn_tail_cut),
     TCT(second_process_refused),       TCT(other_format_refused),
