@@ -161,6 +161,7 @@ struct disk {
     unsigned zc_skipped; /* values stored raw untried since (journal.c) */
     unsigned zc_every;   /* then one value in this many is tried */
     bool zc_hurry;       /* this batch is stored raw: the writer is behind */
+    uint64_t zc_behind_ns; /* when a batch was last taken behind */
     unsigned zc_hurried; /* values met while so (one in 32 is tried) */
     /* What compressing costs and saves, and what writing costs (the
      * writer's time, ns; bytes), halved now and then: journal_zc_pays. */

@@ -49,7 +49,13 @@
  * than a raw one. Behind a slow disk compressing pays and goes on.
  * 4 KiB values of 64 letters (ratio 1.31) at level 1 cost 9 us each here,
  * their write into the page cache under 1 us: compressing made the
- * journal writer the bottleneck of 4 KiB sets (bench/RESULTS.md).
+ * journal writer the bottleneck of 4 KiB sets (bench/RESULTS.md). The
+ * batches taken within JR_ZC_BEHIND_NS of one taken behind are stored
+ * raw too: between two such batches the writer caught up for a moment
+ * and compressed all it took, a third of the values of a 4 KiB set load
+ * that held clients back for 45% of its time; with the window, 4 KiB sets
+ * ran 28% faster (bench/RESULTS.md). A writer that stays caught up for
+ * longer compresses every value again.
  *
  * Write errors (ENOSPC, EIO): the batch is not retried; its waiters get
  * TC_EIO; the index writer takes its keys out of the index (so no older
@@ -78,6 +84,10 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
 #define JR_ZC_MISSES 32
 #define JR_ZC_SAMPLE 32
 #define JR_ZC_SAMPLE_MAX 1024
+/* The batches taken this long after one taken behind are stored raw as
+ * well (when compressing does not pay): a load that held clients back
+ * once does so again soon. */
+#define JR_ZC_BEHIND_NS ((uint64_t)1000 * 1000 * 1000)
 /* The costs journal_zc_pays weighs follow about this many bytes of the
  * latest writes and compressions. */
 #define JR_COST_BYTES ((uint64_t)64 << 20)
@@ -984,7 +994,11 @@ static void *writer_main(void *arg)
         if (behind)
             atomic_fetch_add_explicit(&d->st_writer_behind, 1,
                                       memory_order_relaxed);
-        d->zc_hurry = behind &&
+        uint64_t taken = disk_now_ns();
+        if (behind)
+            d->zc_behind_ns = taken;
+        d->zc_hurry = d->zc_behind_ns != 0 &&
+                      taken - d->zc_behind_ns < JR_ZC_BEHIND_NS &&
                       !journal_zc_pays(d->zc_ns, d->zc_in, d->zc_saved,
                                        d->wr_ns, d->wr_bytes);
         d->q_head = d->q_tail = NULL;

@@ -1369,8 +1369,10 @@ static void words_read_back(tcu_clock *clk, const char *prefix, unsigned n)
 
 /* A journal writer that compressing slows (level 19 takes far longer than
  * writing into the page cache) and that holds the writers back stores
- * values uncompressed, but for a sample; raw and compressed records read
- * back alike. */
+ * values uncompressed, but for a sample (one in 32), from the first batch
+ * taken behind on: the batches after it too, not only those taken behind
+ * (about 1,300-1,400 of the 2,000 were raw when only those were); raw and
+ * compressed records read back alike. */
 static void compression_yields_to_a_busy_writer(void)
 {
     tcu_clock clk = {0};
@@ -1385,12 +1387,41 @@ static void compression_yields_to_a_busy_writer(void)
            "for it, compress_ratio %.2f\n", (unsigned long long)behind,
            (unsigned long long)raw, N, ratio);
     TCT_CHECK(behind > 0);
-    TCT_CHECK(raw > N / 2 && raw < N);
+    TCT_CHECK(raw > N * 9 / 10 && raw < N);
     tc_close(e);
     words_read_back(&clk, "zy:", N);
 }
 
 /* Behind a slow disk, compressing spares the writer time: it goes on. */
+/* Once the writer has caught up, for longer than the batches after one
+ * taken behind are stored raw (JR_ZC_BEHIND_NS), values are compressed
+ * again. */
+static void compression_resumes_once_caught_up(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    enum { N = 2000, M = 200 };
+    tc_engine *e = store_words(&clk, 19, "zr:", N);
+    uint64_t raw = tcu_stat(e, "compress_skipped_behind");
+    TCT_CHECK(tcu_stat(e, "journal_writer_behind") > 0);
+    TCT_CHECK(raw > N / 2);
+    usleep(1500 * 1000);
+    char key[64], val[4096];
+    for (unsigned i = N; i < N + M; i++) {
+        size_t kl = tcu_key(key, "zr:", i);
+        words(val, sizeof(val), i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), i, 0, 0,
+                           NULL),
+                  TC_OK);
+        if (i % 4 == 3)
+            wait_written(e); /* never held back */
+    }
+    wait_written(e);
+    TCT_EQ_U64(tcu_stat(e, "compress_skipped_behind"), raw);
+    tc_close(e);
+    words_read_back(&clk, "zr:", N + M);
+}
+
 static void compression_goes_on_behind_a_slow_disk(void)
 {
     tcu_clock clk = {0};
@@ -1539,6 +1570,7 @@ static const tct_case cases[] = {
     TCT(room_wait_syncs_the_rescues),
     TCT(compression_comes_back),
     TCT(compression_yields_to_a_busy_writer),
+    TCT(compression_resumes_once_caught_up),
     TCT(compression_goes_on_behind_a_slow_disk),
     TCT(index_run_longer_than_its_puts),
 };
