@@ -719,6 +719,60 @@ static void stat_u64(tc_stat_fn fn, void *arg, const char *name, uint64_t v)
     fn(arg, name, buf);
 }
 
+typedef struct slab_emit {
+    tc_stat_fn fn;
+    void *arg;
+    unsigned active;
+} slab_emit;
+
+static void slab_emit_u64(const slab_emit *x, unsigned id, const char *what,
+                          uint64_t v)
+{
+    char name[48];
+    snprintf(name, sizeof(name), "%u:%s", id, what);
+    stat_u64(x->fn, x->arg, name, v);
+}
+
+static void slab_class_emit(void *arg, unsigned id, const slab_class_stats *st)
+{
+    slab_emit *x = arg;
+    uint64_t total = (uint64_t)st->pages * st->chunks_per_page;
+    slab_emit_u64(x, id, "chunk_size", st->chunk_size);
+    slab_emit_u64(x, id, "chunks_per_page", st->chunks_per_page);
+    slab_emit_u64(x, id, "total_pages", st->pages);
+    slab_emit_u64(x, id, "total_chunks", total);
+    slab_emit_u64(x, id, "used_chunks", st->used);
+    slab_emit_u64(x, id, "free_chunks", total - st->used);
+    slab_emit_u64(x, id, "free_chunks_end", st->uncarved);
+    x->active++;
+}
+
+tc_status tc_stats_slabs(tc_engine *e, tc_stat_fn fn, void *arg)
+{
+    slab_emit x = {fn, arg, 0};
+    mem_slab_stats(e->mem, slab_class_emit, &x);
+    stat_u64(fn, arg, "active_slabs", x.active);
+    stat_u64(fn, arg, "total_malloced", mem_slab_bytes(e->mem));
+    return TC_OK;
+}
+
+static void item_class_emit(void *arg, unsigned id, const slab_class_stats *st)
+{
+    const slab_emit *x = arg;
+    if (st->used == 0)
+        return;
+    char name[48];
+    snprintf(name, sizeof(name), "items:%u:number", id);
+    stat_u64(x->fn, x->arg, name, st->used);
+}
+
+tc_status tc_stats_items(tc_engine *e, tc_stat_fn fn, void *arg)
+{
+    slab_emit x = {fn, arg, 0};
+    mem_slab_stats(e->mem, item_class_emit, &x);
+    return TC_OK;
+}
+
 tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg)
 {
     mem_stats s;

@@ -1294,6 +1294,16 @@ void mem_stats_get(mem *m, mem_stats *out)
     }
 }
 
+void mem_slab_stats(mem *m, slab_stats_fn fn, void *arg)
+{
+    slab_stats(m->slab, fn, arg);
+}
+
+size_t mem_slab_bytes(mem *m)
+{
+    return slab_page_bytes(m->slab);
+}
+
 void mem_stats_reset(mem *m)
 {
     for (unsigned i = 0; i < m->cfg.shards; i++) {

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "slab.h"
+
 #include "tiercache.h"
 
 struct tc_item;
@@ -195,6 +197,10 @@ void mem_flush(mem *m);
 
 void mem_stats_get(mem *m, mem_stats *out);
 void mem_stats_reset(mem *m);
+/* The item allocator's figures, per size class (slab_stats), and the
+ * bytes of pages it holds. */
+void mem_slab_stats(mem *m, slab_stats_fn fn, void *arg);
+size_t mem_slab_bytes(mem *m);
 
 /* Parses a memcached incr/decr operand: optional leading blanks, an
  * optional sign, digits, then only blanks. Returns 0 and the number, or -1

@@ -47,6 +47,9 @@ _Static_assert(sizeof(slab_page) <= SLAB_HDR, "page header too big");
 typedef struct slab_class {
     pthread_mutex_t lock;
     slab_page *partial;
+    /* For stats (slab_stats), under the lock: the class's pages, its
+     * chunks handed out, and its chunks never carved from them. */
+    size_t pages, used, uncarved;
 } slab_class;
 
 typedef struct slab_region {
@@ -228,6 +231,8 @@ void *slab_alloc(slab *s, size_t size)
         pg->carved = 0;
         pg->free_list = NULL;
         slab_partial_push(c, pg);
+        c->pages++;
+        c->uncarved += pg->nchunks;
     }
     if (pg->free_list != NULL) {
         p = pg->free_list;
@@ -235,8 +240,10 @@ void *slab_alloc(slab *s, size_t size)
     } else {
         p = (char *)pg + SLAB_HDR + (size_t)pg->carved * pg->csize;
         pg->carved++;
+        c->uncarved--;
     }
     pg->used++;
+    c->used++;
     if (pg->used == pg->nchunks)
         slab_partial_unlink(c, pg);
     pthread_mutex_unlock(&c->lock);
@@ -258,9 +265,12 @@ void slab_free(void *p, size_t size)
     *(void **)p = pg->free_list;
     pg->free_list = p;
     pg->used--;
+    c->used--;
     if (pg->used == 0) {
         if (!was_full)
             slab_partial_unlink(c, pg);
+        c->pages--;
+        c->uncarved -= pg->nchunks - pg->carved;
         pthread_mutex_unlock(&c->lock);
         slab_page_put(s, pg);
         return;
@@ -277,6 +287,25 @@ void *slab_alloc_like(const void *p, size_t size)
     const slab_page *pg =
         (const slab_page *)((uintptr_t)p & ~(uintptr_t)(SLAB_PAGE_SIZE - 1));
     return slab_alloc(pg->owner, size);
+}
+
+void slab_stats(slab *s, slab_stats_fn fn, void *arg)
+{
+    for (unsigned i = 0; i < SLAB_CLASSES; i++) {
+        slab_class *c = &s->cls[i];
+        pthread_mutex_lock(&c->lock);
+        slab_class_stats st = {
+            .chunk_size = slab_class_size(i),
+            .chunks_per_page = (SLAB_PAGE_SIZE - SLAB_HDR) /
+                               slab_class_size(i),
+            .pages = c->pages,
+            .used = c->used,
+            .uncarved = c->uncarved,
+        };
+        pthread_mutex_unlock(&c->lock);
+        if (st.pages > 0)
+            fn(arg, i + 1, &st);
+    }
 }
 
 size_t slab_page_bytes(slab *s)

@@ -44,4 +44,20 @@ void slab_free(void *p, size_t size);
 /* Bytes of pages held (in use or pooled), for stats. */
 size_t slab_page_bytes(slab *s);
 
+/* A size class's figures, for stats (memcached's "stats slabs"). */
+typedef struct slab_class_stats {
+    size_t chunk_size;      /* bytes of each chunk */
+    size_t chunks_per_page; /* chunks a page holds */
+    size_t pages;           /* pages the class holds */
+    size_t used;            /* chunks handed out */
+    size_t uncarved;        /* chunks of its pages never handed out */
+} slab_class_stats;
+typedef void (*slab_stats_fn)(void *arg, unsigned id,
+                              const slab_class_stats *st);
+
+/* Calls fn for each class that holds pages, in order of size, with its
+ * id (1, 2, ...: the smallest is 1, as in memcached) and its figures,
+ * each class's read under its lock. */
+void slab_stats(slab *s, slab_stats_fn fn, void *arg);
+
 #endif /* TC_SLAB_H */

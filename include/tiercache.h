@@ -373,6 +373,24 @@ typedef void (*tc_stat_fn)(void *arg, const char *name, const char *value);
 TC_API tc_status tc_stats(tc_engine *e, tc_stat_fn fn, void *arg);
 
 /*
+ * The memory tier's item allocator, in the shape of memcached's "stats
+ * slabs" and "stats items" (so that the tools that read those read these).
+ * tc_stats_slabs: for each size class that holds memory, by its id (1 is
+ * the smallest), "<id>:chunk_size", "<id>:chunks_per_page",
+ * "<id>:total_pages", "<id>:total_chunks", "<id>:used_chunks",
+ * "<id>:free_chunks" and "<id>:free_chunks_end" (chunks never handed
+ * out); then "active_slabs" (the classes listed) and "total_malloced"
+ * (the bytes of pages the allocator holds, those waiting for a class
+ * included). tc_stats_items: "items:<id>:number" for each class that
+ * holds items: the items stored in memory, and the replaced ones still
+ * held (by a reader, or by a journal record not yet indexed). Items of
+ * more than 2 KiB are allocated one by one, outside the classes, and
+ * counted in neither (tc_stats counts every item).
+ */
+TC_API tc_status tc_stats_slabs(tc_engine *e, tc_stat_fn fn, void *arg);
+TC_API tc_status tc_stats_items(tc_engine *e, tc_stat_fn fn, void *arg);
+
+/*
  * Non-zero while changes are logged faster than the disk takes them (the
  * journal's queue is over its bound). The blocking calls (tc_store,
  * tc_delete, ...) wait for room by themselves; the context API (tc_ctx)

@@ -1,5 +1,6 @@
 /*
- * stats.c - "stats", "stats settings" and "stats reset".
+ * stats.c - "stats", "stats settings", "stats slabs", "stats items",
+ * "stats sizes" and "stats reset".
  *
  * The general stats are the server's own (process, connections, bytes on
  * the wire, summed over workers) followed by the engine's (tc_stats), with
@@ -143,6 +144,14 @@ void stats_reply(conn *c, const mc_request *req)
         stats_general(c);
     } else if (arg_is(req, "settings")) {
         stats_settings(c);
+    } else if (arg_is(req, "slabs")) {
+        tc_stats_slabs(c->w->srv->engine, stat_engine, q);
+    } else if (arg_is(req, "items")) {
+        tc_stats_items(c->w->srv->engine, stat_engine, q);
+    } else if (arg_is(req, "sizes")) {
+        /* memcached's answer without -o track_sizes, which tiercached
+         * does not have. */
+        stat_line(q, "sizes_status", "disabled");
     } else if (arg_is(req, "reset")) {
         stats_reset(c->w->srv);
         out_reply(q, "RESET\r\n", 7);

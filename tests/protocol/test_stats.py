@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""stats, stats settings, stats reset, version, verbosity and flush_all.
+"""stats, stats settings, stats slabs, stats items, stats sizes, stats
+reset, version, verbosity and flush_all.
 
 The counter tests compare "stats" before and after a few commands on the
 file's own server; they are exclusive (nothing else runs meanwhile).
@@ -306,6 +307,66 @@ def stats_settings_ends_with_end(t):
     c = t.conn()
     st = c.stats(b"settings")
     t.check(len(st) > 0, "stats settings has no STAT line")
+    c.expect_version()
+
+
+@S.test(exclusive=True)
+def stats_slabs_and_items_follow_the_items(t):
+    """stats slabs and stats items, in memcached's shape: per size class
+    (its id before the colon), then active_slabs and total_malloced; the
+    class of 100-byte values gains 1,000 used chunks and items with
+    1,000 new keys, and loses them with their deletes."""
+    c = t.conn()
+    keys = [t.key("slab%d" % i) for i in range(1000)]
+    slabs0, items0 = c.stats(b"slabs"), c.stats(b"items")
+    for k in keys:
+        c.send(b"set %s 0 0 100 noreply\r\n%s\r\n" % (k, b"v" * 100))
+    c.expect_version()
+    slabs, items = c.stats(b"slabs"), c.stats(b"items")
+    for name in ("active_slabs", "total_malloced"):
+        t.check(name in slabs, "stats slabs has no %s" % name)
+    per = {}
+    for name, value in slabs.items():
+        if ":" in name:
+            cls, what = name.split(":", 1)
+            per.setdefault(cls, {})[what] = int(value)
+    t.eq(len(per), int(slabs["active_slabs"]), "active_slabs")
+    grown = [cls for cls, f in per.items()
+             if f["used_chunks"] - int(slabs0.get(cls + ":used_chunks", 0))
+             >= 1000]
+    t.eq(len(grown), 1, "classes that gained the 1,000 items: %r" % grown)
+    cls = grown[0]
+    f = per[cls]
+    t.check(f["chunk_size"] >= 100 + len(keys[0]),
+            "chunk_size %d holds no 100-byte value" % f["chunk_size"])
+    t.eq(f["total_chunks"], f["total_pages"] * f["chunks_per_page"],
+         "total_chunks")
+    t.eq(f["free_chunks"], f["total_chunks"] - f["used_chunks"],
+         "free_chunks")
+    t.check(0 <= f["free_chunks_end"] <= f["free_chunks"], "free_chunks_end")
+    t.check(int(slabs["total_malloced"]) >=
+            f["total_pages"] * f["chunks_per_page"] * f["chunk_size"],
+            "total_malloced below the class's pages")
+    n0 = int(items0.get("items:%s:number" % cls, 0))
+    t.eq(int(items["items:%s:number" % cls]) - n0, 1000,
+         "items:%s:number after 1,000 sets" % cls)
+    for k in keys:
+        c.send(b"delete %s noreply\r\n" % k)
+    c.expect_version()
+    # The deleted items are freed once nothing holds them: the journal
+    # records that do, once they are indexed.
+    for _ in range(100):
+        n = int(c.stats(b"items").get("items:%s:number" % cls, 0))
+        if n <= n0:
+            break
+        time.sleep(0.1)
+    t.eq(n, n0, "items:%s:number after the deletes" % cls)
+
+
+@S.test()
+def stats_sizes_disabled(t):
+    c = t.conn()
+    t.eq(c.stats(b"sizes"), {"sizes_status": "disabled"}, "stats sizes")
     c.expect_version()
 
 

@@ -1,7 +1,8 @@
 /*
  * test_slab.c - the item allocator (engine/slab.c): size classes and their
  * cost, allocation and free of many sizes, pages going back to the shared
- * pool, slab_alloc_like, and use from several threads.
+ * pool, slab_alloc_like, use from several threads, and the figures of
+ * slab_stats.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -331,7 +332,64 @@ static void threads_share_allocator(void)
     slab_destroy(&s);
 }
 
+/* slab_stats: what one class holds follows its allocations and frees. */
+typedef struct class_seen {
+    unsigned id;
+    slab_class_stats st;
+    unsigned classes;
+} class_seen;
+
+static void seen_cb(void *arg, unsigned id, const slab_class_stats *st)
+{
+    class_seen *c = arg;
+    c->classes++;
+    if (st->chunk_size == 136) {
+        c->id = id;
+        c->st = *st;
+    }
+}
+
+static class_seen seen(slab *s)
+{
+    class_seen c;
+    memset(&c, 0, sizeof(c));
+    slab_stats(s, seen_cb, &c);
+    return c;
+}
+
+static void stats_follow_a_class(void)
+{
+    slab *s = slab_new();
+    TCT_CHECK(s != NULL);
+    TCT_EQ_U64(seen(s).classes, 0);
+    enum { N = 1000 };
+    void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        TCT_CHECK((p[i] = slab_alloc(s, 134)) != NULL);
+    class_seen c = seen(s);
+    TCT_EQ_U64(c.classes, 1);
+    TCT_EQ_U64(c.id, 17); /* 8, 16, ..., 136: the 17th */
+    size_t per = c.st.chunks_per_page;
+    TCT_EQ_U64(per, (SLAB_PAGE_SIZE - 64) / 136);
+    TCT_EQ_U64(c.st.used, N);
+    TCT_EQ_U64(c.st.pages, (N + per - 1) / per);
+    TCT_EQ_U64(c.st.uncarved, c.st.pages * per - N);
+    /* Frees leave holes (not uncarved); a page emptied leaves the class. */
+    for (unsigned i = 0; i < per; i++)
+        slab_free(p[i], 134);
+    slab_free(p[N - 1], 134);
+    c = seen(s);
+    TCT_EQ_U64(c.st.used, N - per - 1);
+    TCT_EQ_U64(c.st.pages, (N + per - 1) / per - 1);
+    TCT_EQ_U64(c.st.uncarved, ((N + per - 1) / per) * per - N);
+    for (unsigned i = per; i < N - 1; i++)
+        slab_free(p[i], 134);
+    TCT_EQ_U64(seen(s).classes, 0);
+    slab_destroy(&s);
+}
+
 TCT_MAIN(TCT(cost_covers_size), TCT(cost_classes_large),
          TCT(alloc_free_many_sizes), TCT(exact_class_sizes),
          TCT(pages_return_to_pool), TCT(alloc_like_uses_owner),
-         TCT(destroy_with_live_chunks), TCT(threads_share_allocator))
+         TCT(destroy_with_live_chunks), TCT(threads_share_allocator),
+         TCT(stats_follow_a_class))
