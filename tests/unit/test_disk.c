@@ -540,19 +540,28 @@ static int table_bits(tc_engine *e, const char *key)
 /* A change logged while the item's reference count is saturated gives
  * its record a private copy (item.c); once indexed, the item in the
  * table is unpinned all the same (it could never leave memory before). */
-static void saturated_item_unpinned_once_indexed(void)
+enum { HOLD = 260 }; /* references: past the count's 240 */
+
+/* A fresh directory with "hot" stored, indexed and unpinned, and HOLD
+ * references to it taken into held. */
+static tc_engine *hot_item_held(tcu_clock *clk, tc_item **held)
 {
-    tcu_clock clk = {0};
     fresh_dir();
-    tc_engine *e = open_disk(&clk);
+    tc_engine *e = open_disk(clk);
     put(e, "hot", "value-of-hot", 0, 0);
     tcu_wait_indexed(e);
     TCT_CHECK(table_bits(e, "hot") >= 0);
     TCT_EQ_U64(table_bits(e, "hot") & ITEM_PINNED, 0);
-    enum { HOLD = 260 }; /* past the count's 240 */
-    tc_item *held[HOLD];
     for (unsigned i = 0; i < HOLD; i++)
         TCT_EQ_ST(tc_get(e, "hot", 3, &held[i]), TC_OK);
+    return e;
+}
+
+static void saturated_item_unpinned_once_indexed(void)
+{
+    tcu_clock clk = {0};
+    tc_item *held[HOLD];
+    tc_engine *e = hot_item_held(&clk, held);
     /* Logged with the table's item saturated: the record holds a copy. */
     TCT_EQ_ST(tc_touch(e, "hot", 3, 0), TC_OK);
     TCT_EQ_U64(table_bits(e, "hot") & ITEM_PINNED, ITEM_PINNED);
@@ -571,14 +580,8 @@ static void saturated_item_unpinned_once_indexed(void)
 static void saturated_item_without_memory_for_a_copy(void)
 {
     tcu_clock clk = {0};
-    fresh_dir();
-    tc_engine *e = open_disk(&clk);
-    put(e, "hot", "value-of-hot", 0, 0);
-    tcu_wait_indexed(e);
-    enum { HOLD = 260 };
     tc_item *held[HOLD];
-    for (unsigned i = 0; i < HOLD; i++)
-        TCT_EQ_ST(tc_get(e, "hot", 3, &held[i]), TC_OK);
+    tc_engine *e = hot_item_held(&clk, held);
     uint64_t errors = tcu_stat(e, "disk_write_errors");
     atomic_store(&item_copy_fail, 1);
     TCT_EQ_ST(tc_touch(e, "hot", 3, 0), TC_OK);
