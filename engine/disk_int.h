@@ -92,6 +92,10 @@ typedef struct seg_info {
     uint64_t live; /* bytes of records the index points at */
 } seg_info;
 
+/* Tests only: journal_sync_soon does nothing, so that a drain's rescues
+ * are synced by the journal writer's wait for room alone (test_disk). */
+extern _Atomic bool journal_sync_soon_off;
+
 struct disk {
     disk_config cfg;
     mem *m;

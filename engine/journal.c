@@ -670,8 +670,12 @@ static int writer_next_segment(disk *d, uint64_t lsn)
     return 0;
 }
 
+_Atomic bool journal_sync_soon_off;
+
 void journal_sync_soon(disk *d, uint64_t lsn)
 {
+    if (atomic_load_explicit(&journal_sync_soon_off, memory_order_relaxed))
+        return;
     pthread_mutex_lock(&d->q_lock);
     if (lsn > atomic_load(&d->sync_for_lsn))
         atomic_store(&d->sync_for_lsn, lsn);
