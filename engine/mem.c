@@ -137,6 +137,19 @@ bool mem_table_find_ptr(const mem *m, mem_shard *sh, const struct tc_item *it,
     return false;
 }
 
+/* Whether the item at ptr (0: none) is in sh's table under hash h; looks
+ * at the table only (ptr may be freed). With sh's lock held. */
+static bool mem_table_has(const mem_shard *sh, uint64_t h, uintptr_t ptr)
+{
+    if (ptr == 0)
+        return false;
+    probe p = probe_of(sh, h);
+    for (uint64_t s; (s = probe_next(&p)) != 0;)
+        if ((uintptr_t)slot_item(s) == ptr)
+            return true;
+    return false;
+}
+
 /*
  * Places an entry (without distance bits) whose home is home. Returns 0 on
  * success; when a probe distance would pass SLOT_DIST_MAX, returns the
@@ -388,10 +401,11 @@ static tc_status mem_publish(mem *m, mem_shard *sh, uint64_t h, uint32_t pos,
  * most writes would churn in its first share while the others kept old
  * items for ever). Within a shard, S3-FIFO picks the victim.
  */
-static void mem_reclaim(mem *m, uint32_t now, uintptr_t keep)
+static void mem_reclaim(mem *m, uint32_t now, uintptr_t keep, uint64_t h)
 {
     unsigned n = m->cfg.shards;
     unsigned idle = 0;
+    const mem_shard *keep_sh = mem_shard_of(m, h);
 
     while (mem_over_limit(m) && idle < n) {
         unsigned i = atomic_fetch_add_explicit(&m->reclaim_cursor, 1,
@@ -399,8 +413,13 @@ static void mem_reclaim(mem *m, uint32_t now, uintptr_t keep)
         mem_shard *sh = &m->shards[i];
         int done = 0;
         pthread_mutex_lock(&sh->lock);
+        /* keep is spared in its own shard, and only while it is still in
+         * its table: evict_one reads its bits, which are written under
+         * that shard's lock, and since the store let go of it another
+         * thread may have replaced keep and freed it. */
+        uintptr_t k = sh == keep_sh && mem_table_has(sh, h, keep) ? keep : 0;
         while (done < MEM_RECLAIM_BATCH && mem_over_limit(m) &&
-               evict_one(m, sh, now, keep))
+               evict_one(m, sh, now, k))
             done++;
         pthread_mutex_unlock(&sh->lock);
         idle = done > 0 ? 0 : idle + 1;
@@ -551,7 +570,7 @@ tc_status mem_mget(mem *m, uint64_t h, const void *key, size_t klen,
     fn(arg, it);
     pthread_mutex_unlock(&sh->lock);
     if (stored != 0 && mem_over_limit(m))
-        mem_reclaim(m, now, stored);
+        mem_reclaim(m, now, stored, h);
     return TC_OK;
 }
 
@@ -810,7 +829,7 @@ tc_status mem_store(mem *m, uint64_t h, tc_store_mode mode, const void *key,
     if (nit != NULL)
         item_unref(nit);
     if (st == TC_OK && mem_over_limit(m))
-        mem_reclaim(m, now, stored);
+        mem_reclaim(m, now, stored, h);
     return st;
 }
 
@@ -997,7 +1016,7 @@ tc_status mem_arith(mem *m, uint64_t h, const void *key, size_t klen,
 out:
     pthread_mutex_unlock(&sh->lock);
     if (st == TC_OK && mem_over_limit(m))
-        mem_reclaim(m, now, stored);
+        mem_reclaim(m, now, stored, h);
     return st;
 }
 
@@ -1121,7 +1140,7 @@ bool mem_promote(mem *m, uint64_t h, struct tc_item *it, uint32_t now,
     }
     pthread_mutex_unlock(&sh->lock);
     if (done && mem_over_limit(m))
-        mem_reclaim(m, now, (uintptr_t)it);
+        mem_reclaim(m, now, (uintptr_t)it, h);
     return done;
 }
 
