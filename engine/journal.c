@@ -241,6 +241,15 @@ static void writer_wake(disk *d, bool waited)
     }
 }
 
+/* A change that found no memory for its record: it stays in memory only,
+ * like a write the disk refused (counted and warned of). */
+static void journal_no_memory(disk *d)
+{
+    atomic_fetch_add(&d->st_write_errors, 1);
+    disk_warn(d, ENOMEM, "no memory to journal a change: it is kept in "
+              "memory only");
+}
+
 uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
                   uint32_t exptime, bool scheduled, disk_wake_fn wake,
                   void *wake_arg)
@@ -257,9 +266,7 @@ uint64_t disk_log(disk *d, uint8_t type, struct tc_item *it, uint64_t h,
          * memory only, like a write the disk refused. */
         pthread_mutex_unlock(&d->q_lock);
         tc_item_release(ref);
-        atomic_fetch_add(&d->st_write_errors, 1);
-        disk_warn(d, ENOMEM, "no memory to journal a change: it is kept in "
-                  "memory only");
+        journal_no_memory(d);
         if (wake != NULL)
             wake(wake_arg, TC_ENOMEM);
         return lsn;
@@ -349,9 +356,7 @@ void disk_fold_end(disk *d, struct jr_fold *f, struct tc_item *it)
         if (ref == NULL) {
             __atomic_store_n(item, NULL, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&d->q_lock);
-            atomic_fetch_add(&d->st_write_errors, 1);
-            disk_warn(d, ENOMEM, "no memory to journal a change: it is "
-                      "kept in memory only");
+            journal_no_memory(d);
             return;
         }
         was = e->item;

@@ -124,30 +124,28 @@ static struct tc_item *table_find(mem_shard *sh, uint64_t h, const void *key,
     return NULL;
 }
 
-bool mem_table_find_ptr(const mem *m, mem_shard *sh, const struct tc_item *it,
-                        uint32_t *pos)
+/* Whether the item at ptr is in sh's table under hash h, and where (pos,
+ * when not NULL); looks at the table only, never at the item (it may have
+ * been freed). With sh's lock held. */
+static bool table_has_ptr(const mem_shard *sh, uint64_t h,
+                          const struct tc_item *ptr, uint32_t *pos)
 {
-    probe p = probe_of(sh, hash_key(item_key(it), item_klen(it), m->cfg.seed));
+    probe p = probe_of(sh, h);
     for (uint64_t s; (s = probe_next(&p)) != 0;) {
-        if (slot_item(s) == it) {
-            *pos = p.i;
+        if (slot_item(s) == ptr) {
+            if (pos != NULL)
+                *pos = p.i;
             return true;
         }
     }
     return false;
 }
 
-/* Whether the item at ptr (0: none) is in sh's table under hash h; looks
- * at the table only (ptr may be freed). With sh's lock held. */
-static bool mem_table_has(const mem_shard *sh, uint64_t h, uintptr_t ptr)
+bool mem_table_find_ptr(const mem *m, mem_shard *sh, const struct tc_item *it,
+                        uint32_t *pos)
 {
-    if (ptr == 0)
-        return false;
-    probe p = probe_of(sh, h);
-    for (uint64_t s; (s = probe_next(&p)) != 0;)
-        if ((uintptr_t)slot_item(s) == ptr)
-            return true;
-    return false;
+    return table_has_ptr(sh, hash_key(item_key(it), item_klen(it), m->cfg.seed),
+                         it, pos);
 }
 
 /*
@@ -417,7 +415,10 @@ static void mem_reclaim(mem *m, uint32_t now, uintptr_t keep, uint64_t h)
          * its table: evict_one reads its bits, which are written under
          * that shard's lock, and since the store let go of it another
          * thread may have replaced keep and freed it. */
-        uintptr_t k = sh == keep_sh && mem_table_has(sh, h, keep) ? keep : 0;
+        uintptr_t k = 0;
+        if (sh == keep_sh &&
+            table_has_ptr(sh, h, (const struct tc_item *)keep, NULL))
+            k = keep;
         while (done < MEM_RECLAIM_BATCH && mem_over_limit(m) &&
                evict_one(m, sh, now, k))
             done++;

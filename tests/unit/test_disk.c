@@ -1371,6 +1371,24 @@ static void words_read_back(tcu_clock *clk, const char *prefix, unsigned n)
     tc_close(e);
 }
 
+/* The figures of a compression test: batches taken behind, values stored
+ * raw for it, compress_ratio; printed after what (the setup). */
+typedef struct zc_figures {
+    uint64_t behind, raw;
+    double ratio;
+} zc_figures;
+
+static zc_figures zc_report(tc_engine *e, const char *what)
+{
+    zc_figures f = {tcu_stat(e, "journal_writer_behind"),
+                    tcu_stat(e, "compress_skipped_behind"), 0};
+    TCT_EQ_ST(tc_stats(e, ratio_cb, &f.ratio), TC_OK);
+    printf("# %s: %llu batches behind, %llu values stored raw for it, "
+           "compress_ratio %.2f\n", what, (unsigned long long)f.behind,
+           (unsigned long long)f.raw, f.ratio);
+    return f;
+}
+
 /* A journal writer that compressing slows (level 19 takes far longer than
  * writing into the page cache) and that holds the writers back stores
  * values uncompressed, but for a sample (one in 32), from the first batch
@@ -1383,20 +1401,13 @@ static void compression_yields_to_a_busy_writer(void)
     fresh_dir();
     enum { N = 2000 };
     tc_engine *e = store_words(&clk, 19, "zy:", N);
-    uint64_t behind = tcu_stat(e, "journal_writer_behind");
-    uint64_t raw = tcu_stat(e, "compress_skipped_behind");
-    double ratio = 0;
-    TCT_EQ_ST(tc_stats(e, ratio_cb, &ratio), TC_OK);
-    printf("# level 19: %llu batches behind, %llu of %u values stored raw "
-           "for it, compress_ratio %.2f\n", (unsigned long long)behind,
-           (unsigned long long)raw, N, ratio);
-    TCT_CHECK(behind > 0);
-    TCT_CHECK(raw > N * 9 / 10 && raw < N);
+    zc_figures f = zc_report(e, "level 19, 2000 values");
+    TCT_CHECK(f.behind > 0);
+    TCT_CHECK(f.raw > N * 9 / 10 && f.raw < N);
     tc_close(e);
     words_read_back(&clk, "zy:", N);
 }
 
-/* Behind a slow disk, compressing spares the writer time: it goes on. */
 /* Once the writer has caught up, for longer than the batches after one
  * taken behind are stored raw (JR_ZC_BEHIND_NS), values are compressed
  * again. */
@@ -1426,6 +1437,7 @@ static void compression_resumes_once_caught_up(void)
     words_read_back(&clk, "zr:", N + M);
 }
 
+/* Behind a slow disk, compressing spares the writer time: it goes on. */
 static void compression_goes_on_behind_a_slow_disk(void)
 {
     tcu_clock clk = {0};
@@ -1434,16 +1446,10 @@ static void compression_goes_on_behind_a_slow_disk(void)
     io_sim_slow_writes((uint64_t)4 << 20); /* 4 KiB values: 1 ms each */
     tc_engine *e = store_words(&clk, 1, "zs:", N);
     io_sim_slow_writes(0);
-    uint64_t behind = tcu_stat(e, "journal_writer_behind");
-    uint64_t raw = tcu_stat(e, "compress_skipped_behind");
-    double ratio = 0;
-    TCT_EQ_ST(tc_stats(e, ratio_cb, &ratio), TC_OK);
-    printf("# 4 MB/s: %llu batches behind, %llu values stored raw for it, "
-           "compress_ratio %.2f\n", (unsigned long long)behind,
-           (unsigned long long)raw, ratio);
-    TCT_CHECK(behind > 0);
-    TCT_EQ_U64(raw, 0);
-    TCT_CHECK(ratio > 2.0);
+    zc_figures f = zc_report(e, "4 MB/s");
+    TCT_CHECK(f.behind > 0);
+    TCT_EQ_U64(f.raw, 0);
+    TCT_CHECK(f.ratio > 2.0);
     tc_close(e);
     words_read_back(&clk, "zs:", N);
 }
