@@ -120,8 +120,8 @@ bool seg_rec_magic_at(const unsigned char *p)
     return get32(p) == SEG_REC_MAGIC;
 }
 
-size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
-                      const unsigned char **key, const unsigned char **stored)
+size_t seg_rec_peek(const unsigned char *p, size_t avail, seg_rec *r,
+                    const unsigned char **key)
 {
     if (avail < SEG_REC_HDR || get32(p) != SEG_REC_MAGIC)
         return 0;
@@ -147,13 +147,22 @@ size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
         return 0;
     if ((size_t)r->stored_len > avail) /* also keeps the sum below in range */
         return 0;
-    size_t body = SEG_REC_HDR + r->klen + (size_t)r->stored_len;
     size_t total = seg_rec_size(r->klen, r->stored_len);
     if (total > avail)
         return 0;
+    *key = p + SEG_REC_HDR;
+    return total;
+}
+
+size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
+                      const unsigned char **key, const unsigned char **stored)
+{
+    size_t total = seg_rec_peek(p, avail, r, key);
+    if (total == 0)
+        return 0;
+    size_t body = SEG_REC_HDR + r->klen + (size_t)r->stored_len;
     if (get32(p + 4) != crc32c(0, p + 8, body - 8))
         return 0;
-    *key = p + SEG_REC_HDR;
     *stored = p + SEG_REC_HDR + r->klen;
     return total;
 }

@@ -128,6 +128,14 @@ void seg_rec_encode(unsigned char *out, const seg_rec *r, const void *key,
 size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
                       const unsigned char **key,
                       const unsigned char **stored);
+/*
+ * seg_rec_decode without the CRC: the header's magic and lengths alone.
+ * For a reader that trusts nothing in the record but where it ends and
+ * which key it names, and checks the key elsewhere (reclaim: against
+ * the index).
+ */
+size_t seg_rec_peek(const unsigned char *p, size_t avail, seg_rec *r,
+                    const unsigned char **key);
 
 /* True when the 8 bytes at p can start a record (its magic). */
 bool seg_rec_magic_at(const unsigned char *p);

@@ -171,8 +171,33 @@ static void record_lengths_checked(void)
     memcpy(bad, buf, n);
     bad[16] = 9; /* unknown type */
     TCT_EQ_U64(seg_rec_decode(bad, n, &r, &k, &v), 0);
+    TCT_EQ_U64(seg_rec_peek(bad, n, &r, &k), 0);
+}
+
+/* seg_rec_peek checks the header but not the CRC: it reads where a
+ * record ends and its key whatever its value holds, and refuses what
+ * seg_rec_decode refuses for its header. */
+static void record_peek(void)
+{
+    unsigned char buf[256], bad[256];
+    size_t n = make_record(buf, SEG_SET, "k1", "some value bytes", 5);
+    seg_rec r;
+    const unsigned char *k;
+    TCT_EQ_U64(seg_rec_peek(buf, n, &r, &k), n);
+    TCT_CHECK(r.klen == 2 && memcmp(k, "k1", 2) == 0);
+    TCT_EQ_U64(r.stored_len, 16);
+    memcpy(bad, buf, n);
+    bad[SEG_REC_HDR + 2 + 3] ^= 0x10; /* in the value */
+    const unsigned char *v;
+    TCT_EQ_U64(seg_rec_decode(bad, n, &r, &k, &v), 0);
+    TCT_EQ_U64(seg_rec_peek(bad, n, &r, &k), n);
+    memcpy(bad, buf, n);
+    bad[0] ^= 1; /* the magic */
+    TCT_EQ_U64(seg_rec_peek(bad, n, &r, &k), 0);
+    for (size_t cut = 0; cut < n; cut++)
+        TCT_EQ_U64(seg_rec_peek(buf, cut, &r, &k), 0);
 }
 
 TCT_MAIN(TCT(crc_known_values), TCT(crc_paths_agree), TCT(segment_names), TCT(header_round_trip),
          TCT(record_round_trip), TCT(record_damage_refused),
-         TCT(record_lengths_checked))
+         TCT(record_lengths_checked), TCT(record_peek))
