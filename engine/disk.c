@@ -84,7 +84,8 @@ void disk_seg_live(disk *d, uint64_t id, int64_t delta)
     pthread_mutex_unlock(&d->seg_lock);
 }
 
-tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out)
+tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out,
+                          void (*other)(disk *d, io_op *op))
 {
     char name[32];
     seg_name(id, name);
@@ -104,8 +105,13 @@ tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out)
         if (io_submit(q, &op) != TC_OK) {
             rc = -EBUSY;
         } else {
-            while (io_reap(q, &done, 1, 1, -1) == 0)
-                ;
+            for (;;) {
+                if (io_reap(q, &done, 1, 1, -1) == 0)
+                    continue;
+                if (done == &op)
+                    break;
+                other(d, done); /* another of q's operations */
+            }
             rc = done->res < 0 ? (int)done->res : 0;
         }
     }

@@ -173,12 +173,22 @@ struct disk {
     /* Records written and not yet synced, in LSN order (none with NONE,
      * which hands them on at once), and the first error of their writes;
      * a previous segment written to and not yet synced (or -1); when the
-     * last sync ended; the cost of the entries written since the writer
+     * last sync began; the cost of the entries written since the writer
      * last took its queue (for its rate). The writer's alone. */
     jr_entry *jw_written, *jw_written_tail;
     int jw_written_rc;
     int jw_extra_fd;
     uint64_t jw_last_sync;
+    /* The sync under way (ASYNC: the writer goes on writing meanwhile):
+     * the records it makes durable and the first error of their writes,
+     * its fdatasyncs, how many of them are not done yet, the first of
+     * their errors, and when it began. */
+    jr_entry *jw_syncing;
+    int jw_syncing_rc;
+    io_op jw_sync_op[2];
+    unsigned jw_sync_left;
+    int jw_sync_rc;
+    uint64_t jw_sync_t0;
     uint64_t jw_cost;
     uint64_t jw_batch_lsn; /* the first LSN of the batch being written */
 
@@ -333,8 +343,11 @@ tc_status disk_seg_add(disk *d, uint64_t id, int fd);
 int disk_seg_fd(disk *d, uint64_t id);
 void disk_seg_live(disk *d, uint64_t id, int64_t delta);
 /* Creates segment id (file, preallocation, header, directory fsync),
- * writing through q, and adds it to the table. */
-tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out);
+ * writing through q, and adds it to the table. Another operation of q
+ * that completes meanwhile goes to other (NULL when q has none in
+ * flight). */
+tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out,
+                          void (*other)(disk *d, io_op *op));
 
 /* Asks the journal writer to make the records up to lsn durable without
  * waiting for flush_ms: a drain waits for its rescues (reclaim.c). */

@@ -182,6 +182,10 @@ bool io_sim_enabled(void);
  * write or writev submitted from then on first waits len / bytes_per_s
  * on the submitting thread (0: no wait, the default). */
 void io_sim_slow_writes(uint64_t bytes_per_s);
+/* A slow fdatasync, likewise: with the thread pool's backend, every
+ * fdatasync from then on first waits us microseconds on the pool thread
+ * that runs it, not on the submitting one (0: no wait, the default). */
+void io_sim_slow_syncs(uint64_t us);
 /* Makes every later operation fail with -EIO without touching a file,
  * waits for what the kernel or a pool thread is doing, then undoes
  * everything not on stable storage. Returns how many changes it undid:

@@ -165,6 +165,7 @@ static struct {
     atomic_bool on;
     atomic_bool cut;
     _Atomic uint64_t write_bps; /* io_sim_slow_writes; 0: full speed */
+    _Atomic uint64_t sync_us;   /* io_sim_slow_syncs; 0: full speed */
     bool broken; /* a record could not be kept: the model is not exact */
     sim_file *files;
     sim_dir *dirs;
@@ -204,16 +205,31 @@ void io_sim_slow_writes(uint64_t bytes_per_s)
     atomic_store(&sim.write_bps, bytes_per_s);
 }
 
-void iosim_slow_write(size_t len)
+static void sim_sleep_ns(uint64_t ns)
 {
-    uint64_t bps = atomic_load_explicit(&sim.write_bps, memory_order_relaxed);
-    if (bps == 0)
-        return;
-    uint64_t ns = (uint64_t)len * 1000000000u / bps;
     struct timespec ts = {(time_t)(ns / 1000000000u),
                           (long)(ns % 1000000000u)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+void iosim_slow_write(size_t len)
+{
+    uint64_t bps = atomic_load_explicit(&sim.write_bps, memory_order_relaxed);
+    if (bps != 0)
+        sim_sleep_ns((uint64_t)len * 1000000000u / bps);
+}
+
+void io_sim_slow_syncs(uint64_t us)
+{
+    atomic_store(&sim.sync_us, us);
+}
+
+void iosim_slow_sync(void)
+{
+    uint64_t us = atomic_load_explicit(&sim.sync_us, memory_order_relaxed);
+    if (us != 0)
+        sim_sleep_ns(us * 1000u);
 }
 
 bool iosim_outside_begin(void)

@@ -401,7 +401,7 @@ tc_status recover_run(disk *d, char *why, size_t why_len)
          * recovery reads what is written from now on. */
         uint64_t id = d->meta.next_seg + 1;
         int fd;
-        st = disk_seg_create(d, rs.q, id, &fd);
+        st = disk_seg_create(d, rs.q, id, &fd, NULL);
         if (st != TC_OK) {
             snprintf(why, why_len, "creating segment %" PRIu64 ": %s", id,
                      tc_strerror(st));

@@ -1454,6 +1454,76 @@ static void compression_goes_on_behind_a_slow_disk(void)
     words_read_back(&clk, "zs:", N);
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* With ASYNC the journal writer goes on writing while an fdatasync runs
+ * (writer_sync_start): with every fdatasync made to take 300 ms
+ * (io_sim_slow_syncs, on the threads backend), journal_bytes grows
+ * between two looks at one sync under way (fsync_running_us past 20 ms
+ * both times, fsyncs unchanged). Before, the writer waited for each sync
+ * and wrote nothing meanwhile. Then what was stored is read back after a
+ * restart, from disk: the records written beside a sync are synced by
+ * the next. On io_uring the kernel's fdatasync cannot be slowed: there
+ * the stores and the read-back alone are checked. */
+static void sync_runs_beside_writes(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.flush_ms = 20;
+    cfg.compress_level = 0;
+    /* queue_max 64 MiB: what is written and not yet synced stops the
+     * stores only past it */
+    cfg.mem_limit = (size_t)256 << 20;
+    bool slow = strcmp(backend, "threads") == 0;
+    if (slow)
+        io_sim_slow_syncs(300000);
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    char key[64], val[NOISE_LEN];
+    uint64_t sync_fsyncs = UINT64_MAX, sync_bytes = 0, grew = 0;
+    unsigned n = 0;
+    uint64_t end = mono_ms() + 5000;
+    while (grew == 0 && mono_ms() < end && n < 20000) {
+        for (int k = 0; k < 20; k++, n++) {
+            size_t kl = tcu_key(key, "bs:", n);
+            noise(val, sizeof(val), n);
+            TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0,
+                               0, NULL),
+                      TC_OK);
+        }
+        uint64_t running = tcu_stat(e, "fsync_running_us");
+        uint64_t fsyncs = tcu_stat(e, "fsyncs");
+        uint64_t bytes = tcu_stat(e, "journal_bytes");
+        if (running < 20000) {
+            sync_fsyncs = UINT64_MAX;
+        } else if (fsyncs != sync_fsyncs) {
+            sync_fsyncs = fsyncs; /* a sync under way: its first look */
+            sync_bytes = bytes;
+        } else if (bytes > sync_bytes) {
+            grew = bytes - sync_bytes;
+        }
+    }
+    io_sim_slow_syncs(0);
+    printf("# %s: %u stores, %llu journal bytes written beside one "
+           "sync\n", backend, n, (unsigned long long)grew);
+    if (slow)
+        TCT_CHECK(grew > 0);
+    tc_close(e);
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    unsigned found = 0;
+    for (unsigned i = 0; i < n; i++)
+        found += get_noise(e, "bs:", i);
+    TCT_EQ_U64(found, n);
+    tc_close(e);
+}
+
 /* Past the budget, the journal writer waits for room, and the drain of a
  * reclaim waits for its rescues to reach the index, which they do once
  * synced. With flush_ms a minute no sync came otherwise but when half of
@@ -1607,6 +1677,7 @@ static const tct_case cases[] = {
     TCT(compression_yields_to_a_busy_writer),
     TCT(compression_resumes_once_caught_up),
     TCT(compression_goes_on_behind_a_slow_disk),
+    TCT(sync_runs_beside_writes),
     TCT(index_run_longer_than_its_puts),
 };
 
