@@ -586,8 +586,13 @@ static void pool_complete_locked(io_queue *q, io_op *op)
 
 static void pool_run(io_op *op)
 {
-    if (op->opcode == IO_OP_FDATASYNC)
-        iosim_slow_sync();
+    if (op->opcode == IO_OP_FDATASYNC) {
+        int err = iosim_slow_sync();
+        if (err != 0) {
+            op->res = -err;
+            return;
+        }
+    }
     if (!iosim_active()) {
         op->res = io_sys_run(op);
         return;

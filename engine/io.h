@@ -186,6 +186,10 @@ void io_sim_slow_writes(uint64_t bytes_per_s);
  * fdatasync from then on first waits us microseconds on the pool thread
  * that runs it, not on the submitting one (0: no wait, the default). */
 void io_sim_slow_syncs(uint64_t us);
+/* A failing fdatasync: with the thread pool's backend, and the power-cut
+ * simulation off, every fdatasync from then on fails with -err without
+ * being made (0: none fail, the default). */
+void io_sim_fail_syncs(int err);
 /* Makes every later operation fail with -EIO without touching a file,
  * waits for what the kernel or a pool thread is doing, then undoes
  * everything not on stable storage. Returns how many changes it undid:

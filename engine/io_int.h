@@ -48,8 +48,9 @@ bool iosim_outside_begin(void);
 void iosim_outside_end(void);
 /* Waits as long as io_sim_slow_writes says len bytes take. */
 void iosim_slow_write(size_t len);
-/* Waits as io_sim_slow_syncs says, before an fdatasync of the pool. */
-void iosim_slow_sync(void);
+/* Before an fdatasync of the pool: waits as io_sim_slow_syncs says, and
+ * returns the error io_sim_fail_syncs set (0: run it). */
+int iosim_slow_sync(void);
 void iosim_lock(void);
 void iosim_unlock(void);
 bool iosim_cut_locked(void);

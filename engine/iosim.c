@@ -166,6 +166,7 @@ static struct {
     atomic_bool cut;
     _Atomic uint64_t write_bps; /* io_sim_slow_writes; 0: full speed */
     _Atomic uint64_t sync_us;   /* io_sim_slow_syncs; 0: full speed */
+    atomic_int sync_err;        /* io_sim_fail_syncs; 0: none */
     bool broken; /* a record could not be kept: the model is not exact */
     sim_file *files;
     sim_dir *dirs;
@@ -225,11 +226,17 @@ void io_sim_slow_syncs(uint64_t us)
     atomic_store(&sim.sync_us, us);
 }
 
-void iosim_slow_sync(void)
+void io_sim_fail_syncs(int err)
+{
+    atomic_store(&sim.sync_err, err);
+}
+
+int iosim_slow_sync(void)
 {
     uint64_t us = atomic_load_explicit(&sim.sync_us, memory_order_relaxed);
     if (us != 0)
         sim_sleep_ns(us * 1000u);
+    return iosim_active() ? 0 : atomic_load(&sim.sync_err);
 }
 
 bool iosim_outside_begin(void)

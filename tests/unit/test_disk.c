@@ -1524,6 +1524,58 @@ static void sync_runs_beside_writes(void)
     tc_close(e);
 }
 
+/* An fdatasync that fails while the writer writes beside it (ASYNC):
+ * the records it covered count as write errors (their keys leave the
+ * index; their values are still served from memory), stats say EIO, the
+ * writer goes on, and once syncs succeed again new stores are durable.
+ * Errors are injected in the thread pool (io_sim_fail_syncs): both runs
+ * of this test use that backend. */
+static void failed_sync_beside_writes(void)
+{
+    tcu_clock clk = {0};
+    fresh_dir();
+    tc_config cfg;
+    cfg_disk(&cfg, &clk);
+    cfg.io_backend = "threads";
+    cfg.compress_level = 0;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    put(e, "fs:before", "kept", 0, 0);
+    tcu_wait_indexed(e);
+    io_sim_fail_syncs(EIO);
+    enum { N = 300 };
+    char key[64], val[NOISE_LEN];
+    for (unsigned i = 0; i < N; i++) {
+        size_t kl = tcu_key(key, "fs:", i);
+        noise(val, sizeof(val), i);
+        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0,
+                           NULL),
+                  TC_OK);
+    }
+    uint64_t end = mono_ms() + 5000;
+    while (tcu_stat(e, "disk_write_errors") == 0 && mono_ms() < end) {
+        struct timespec ts = {0, 5000000L};
+        nanosleep(&ts, NULL);
+    }
+    io_sim_fail_syncs(0);
+    uint64_t errors = tcu_stat(e, "disk_write_errors");
+    printf("# %llu of %u stores counted as write errors\n",
+           (unsigned long long)errors, N);
+    TCT_CHECK(errors > 0);
+    TCT_EQ_U64(tcu_stat(e, "disk_last_errno"), EIO);
+    unsigned found = 0;
+    for (unsigned i = 0; i < N; i++)
+        found += get_noise(e, "fs:", i);
+    TCT_EQ_U64(found, N);
+    put(e, "fs:after", "durable", 0, 0);
+    tcu_wait_indexed(e);
+    tc_close(e);
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    expect(e, "fs:before", "kept");
+    expect(e, "fs:after", "durable");
+    tc_close(e);
+}
+
 /* Past the budget, the journal writer waits for room, and the drain of a
  * reclaim waits for its rescues to reach the index, which they do once
  * synced. With flush_ms a minute no sync came otherwise but when half of
@@ -1678,6 +1730,7 @@ static const tct_case cases[] = {
     TCT(compression_resumes_once_caught_up),
     TCT(compression_goes_on_behind_a_slow_disk),
     TCT(sync_runs_beside_writes),
+    TCT(failed_sync_beside_writes),
     TCT(index_run_longer_than_its_puts),
 };
 
