@@ -1454,6 +1454,16 @@ static void compression_goes_on_behind_a_slow_disk(void)
     words_read_back(&clk, "zs:", N);
 }
 
+/* Stores prefix + i with a value of NOISE_LEN bytes of noise(i). */
+static void put_noise(tc_engine *e, const char *prefix, unsigned i)
+{
+    char key[64], val[NOISE_LEN];
+    size_t kl = tcu_key(key, prefix, i);
+    noise(val, sizeof(val), i);
+    TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0, NULL),
+              TC_OK);
+}
+
 static uint64_t mono_ms(void)
 {
     struct timespec ts;
@@ -1486,18 +1496,12 @@ static void sync_runs_beside_writes(void)
         io_sim_slow_syncs(300000);
     tc_engine *e = NULL;
     TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
-    char key[64], val[NOISE_LEN];
     uint64_t sync_fsyncs = UINT64_MAX, sync_bytes = 0, grew = 0;
     unsigned n = 0;
     uint64_t end = mono_ms() + 5000;
     while (grew == 0 && mono_ms() < end && n < 20000) {
-        for (int k = 0; k < 20; k++, n++) {
-            size_t kl = tcu_key(key, "bs:", n);
-            noise(val, sizeof(val), n);
-            TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0,
-                               0, NULL),
-                      TC_OK);
-        }
+        for (int k = 0; k < 20; k++, n++)
+            put_noise(e, "bs:", n);
         uint64_t running = tcu_stat(e, "fsync_running_us");
         uint64_t fsyncs = tcu_stat(e, "fsyncs");
         uint64_t bytes = tcu_stat(e, "journal_bytes");
@@ -1544,14 +1548,8 @@ static void failed_sync_beside_writes(void)
     tcu_wait_indexed(e);
     io_sim_fail_syncs(EIO);
     enum { N = 300 };
-    char key[64], val[NOISE_LEN];
-    for (unsigned i = 0; i < N; i++) {
-        size_t kl = tcu_key(key, "fs:", i);
-        noise(val, sizeof(val), i);
-        TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, sizeof(val), 0, 0, 0,
-                           NULL),
-                  TC_OK);
-    }
+    for (unsigned i = 0; i < N; i++)
+        put_noise(e, "fs:", i);
     uint64_t end = mono_ms() + 5000;
     while (tcu_stat(e, "disk_write_errors") == 0 && mono_ms() < end) {
         struct timespec ts = {0, 5000000L};
