@@ -229,16 +229,21 @@ static size_t entry_cost(const struct tc_item *it)
  * or when a batch is worth writing; while it waits for the next sync
  * (async), records join the next batch and no one wakes it: at most one
  * wake per sleep, none per record. */
+/* Queued bytes worth waking the writer for (half the bound on
+ * unwritten bytes, JR_WAKE_BYTES at most). */
+static size_t writer_wake_bytes(disk *d)
+{
+    size_t wake_at = atomic_load_explicit(&d->unwritten_max,
+                                          memory_order_relaxed) / 2;
+    return wake_at > JR_WAKE_BYTES ? JR_WAKE_BYTES : wake_at;
+}
+
 static void writer_wake(disk *d, bool waited)
 {
     if (!d->jr_sleeping)
         return;
-    size_t wake_at = atomic_load_explicit(&d->unwritten_max,
-                                          memory_order_relaxed) / 2;
-    if (wake_at > JR_WAKE_BYTES)
-        wake_at = JR_WAKE_BYTES;
     if (d->jr_idle || waited || d->cfg.durability == TC_DURABILITY_SYNC ||
-        d->q_bytes >= wake_at) {
+        d->q_bytes >= writer_wake_bytes(d)) {
         d->jr_sleeping = false;
         pthread_cond_signal(&d->q_cond);
     }
@@ -512,7 +517,6 @@ static bool wbuf_reserve(disk *d, size_t need)
     return true;
 }
 
-/* Runs one operation on the writer's queue and waits for it. */
 static void writer_sync_done(disk *d, io_op *op);
 static void writer_sync_end(disk *d);
 
@@ -1068,21 +1072,27 @@ static void *writer_main(void *arg)
     d->jw_last_sync = disk_now_us();
     for (;;) {
         pthread_mutex_lock(&d->q_lock);
-        while (d->q_head == NULL && !d->stopping) {
-            uint64_t wait_ms = JR_WAIT_IDLE_MS;
+        /* While a sync runs, what arrives waits for its end (it could
+         * not be synced sooner: the next sync starts after it), as it
+         * did when the writer waited for each sync, and joins one
+         * batch, so that later sets of its keys fold into it; unless
+         * so much waits that the workers would soon stop (writer_wake's
+         * measure) or the writer is woken for it. The sync's end comes
+         * on d->wq, not on q_cond: it is looked for every millisecond. */
+        bool woken = false;
+        while (!d->stopping) {
+            bool syncing = false;
             if (d->jw_sync_left > 0) {
-                /* A sync under way: its end is looked for every
-                 * millisecond (it comes on d->wq, not on q_cond), and a
-                 * record that arrives meanwhile is written at once. */
                 pthread_mutex_unlock(&d->q_lock);
                 writer_sync_poll(d);
                 pthread_mutex_lock(&d->q_lock);
-                if (d->q_head != NULL)
-                    break;
-                if (d->jw_sync_left > 0)
-                    wait_ms = 1;
+                syncing = d->jw_sync_left > 0;
             }
-            if (d->jw_written != NULL && d->jw_sync_left == 0) {
+            if (d->q_head != NULL &&
+                (!syncing || woken || d->q_bytes >= writer_wake_bytes(d)))
+                break;
+            uint64_t wait_ms = syncing ? 1 : JR_WAIT_IDLE_MS;
+            if (d->jw_written != NULL && !syncing) {
                 uint64_t due = d->jw_last_sync + period, now = disk_now_us();
                 if (due <= now || writer_sync_wanted(d))
                     break;
@@ -1096,9 +1106,10 @@ static void *writer_main(void *arg)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            d->jr_idle = d->jw_written == NULL && d->jw_sync_left == 0;
+            d->jr_idle = d->jw_written == NULL && !syncing;
             d->jr_sleeping = true;
             pthread_cond_timedwait(&d->q_cond, &d->q_lock, &ts);
+            woken = !d->jr_sleeping; /* writer_wake's signal */
             d->jr_sleeping = d->jr_idle = false;
         }
         jr_entry *batch = d->q_head;
