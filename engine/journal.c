@@ -26,7 +26,8 @@
  * bound on unwritten bytes (JR_WAKE_BYTES at most) waits. The writer
  * goes on writing while an fdatasync runs (writer_sync_start); what it
  * writes then waits for the next one. So a record is durable
- * within flush_ms and one fdatasync, and, on a disk slower than the
+ * within flush_ms and one fdatasync (two where one takes longer than
+ * flush_ms: the next starts when it ends), and, on a disk slower than the
  * clients, half a flush_ms more (the bound on unwritten bytes, below).
  * A record that does not fit the rest of the current segment starts the
  * next one; the rest of the old one stays zero.
