@@ -429,6 +429,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
              atomic_load(&d->st_journal_folded));
     stat_u64(fn, arg, "journal_lag_bytes",
              atomic_load_explicit(&d->unindexed, memory_order_relaxed));
+    stat_u64(fn, arg, "journal_unsynced_bytes",
+             atomic_load_explicit(&d->unsynced, memory_order_relaxed));
     stat_u64(fn, arg, "journal_unwritten_bytes",
              atomic_load_explicit(&d->unwritten, memory_order_relaxed));
     size_t uw_max = atomic_load_explicit(&d->unwritten_max,

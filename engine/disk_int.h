@@ -121,6 +121,7 @@ struct disk {
     bool stopping;
     bool jr_sleeping; /* the writer waits for the queue (or a sync's time) */
     bool jr_idle;     /* ... with nothing written to sync */
+    bool jr_syncing;  /* ... while a sync runs (it looks every ms) */
     _Atomic size_t unindexed; /* logged and not yet indexed, bytes */
     _Atomic size_t unsynced;  /* logged and not yet durable, bytes */
     /* Logged and not yet written, bytes, and its bound: what the journal

@@ -225,11 +225,6 @@ static size_t entry_cost(const struct tc_item *it)
            (it != NULL ? SEG_REC_HDR + item_klen(it) + item_vlen(it) : 64);
 }
 
-/* With q_lock held, after the queue grew: wakes the writer when it
- * sleeps with nothing to do, when someone waits for the record (waited),
- * or when a batch is worth writing; while it waits for the next sync
- * (async), records join the next batch and no one wakes it: at most one
- * wake per sleep, none per record. */
 /* Queued bytes worth waking the writer for (half the bound on
  * unwritten bytes, JR_WAKE_BYTES at most). */
 static size_t writer_wake_bytes(disk *d)
@@ -239,12 +234,31 @@ static size_t writer_wake_bytes(disk *d)
     return wake_at > JR_WAKE_BYTES ? JR_WAKE_BYTES : wake_at;
 }
 
+/* Whether half of queue_max waits for a sync: one is then due at once
+ * (at queue_max the workers stop: disk_congested). */
+static bool writer_sync_early(disk *d)
+{
+    return atomic_load_explicit(&d->unsynced, memory_order_relaxed) >
+           d->cfg.queue_max / 2;
+}
+
+/* With q_lock held, after the queue grew: wakes the writer when it
+ * sleeps with nothing to do, when someone waits for the record (waited),
+ * when a batch is worth writing, or when an early sync is due; while it
+ * waits for the next sync (async), records join the next batch and no
+ * one wakes it: at most one wake per sleep, none per record. A writer
+ * that sleeps while a sync runs looks for the early sync itself when
+ * that sync ends; one that sleeps for flush_ms is woken for it. Before,
+ * it was not: the workers could fill the queue to queue_max (and stop)
+ * before half the bound on unwritten bytes waited, and stay stopped
+ * until flush_ms was due (a CI run: a minute). */
 static void writer_wake(disk *d, bool waited)
 {
     if (!d->jr_sleeping)
         return;
     if (d->jr_idle || waited || d->cfg.durability == TC_DURABILITY_SYNC ||
-        d->q_bytes >= writer_wake_bytes(d)) {
+        d->q_bytes >= writer_wake_bytes(d) ||
+        (!d->jr_syncing && writer_sync_early(d))) {
         d->jr_sleeping = false;
         pthread_cond_signal(&d->q_cond);
     }
@@ -1095,7 +1109,8 @@ static void *writer_main(void *arg)
             uint64_t wait_ms = syncing ? 1 : JR_WAIT_IDLE_MS;
             if (d->jw_written != NULL && !syncing) {
                 uint64_t due = d->jw_last_sync + period, now = disk_now_us();
-                if (due <= now || writer_sync_wanted(d))
+                if (due <= now || writer_sync_wanted(d) ||
+                    writer_sync_early(d))
                     break;
                 wait_ms = (due - now + 999) / 1000;
             }
@@ -1108,10 +1123,11 @@ static void *writer_main(void *arg)
                 ts.tv_nsec -= 1000000000L;
             }
             d->jr_idle = d->jw_written == NULL && !syncing;
+            d->jr_syncing = syncing;
             d->jr_sleeping = true;
             pthread_cond_timedwait(&d->q_cond, &d->q_lock, &ts);
             woken = !d->jr_sleeping; /* writer_wake's signal */
-            d->jr_sleeping = d->jr_idle = false;
+            d->jr_sleeping = d->jr_idle = d->jr_syncing = false;
         }
         jr_entry *batch = d->q_head;
         bool behind = atomic_exchange_explicit(&d->held_back, false,
@@ -1152,8 +1168,7 @@ static void *writer_main(void *arg)
                    (d->cfg.durability == TC_DURABILITY_SYNC || stopping ||
                     writer_sync_wanted(d) ||
                     disk_now_us() >= d->jw_last_sync + period ||
-                    atomic_load_explicit(&d->unsynced, memory_order_relaxed) >
-                        d->cfg.queue_max / 2);
+                    writer_sync_early(d));
         if (due) {
             if (batch == NULL) /* a sync on its own holds up writes too */
                 busy_from = disk_now_us();
