@@ -230,13 +230,18 @@ static size_t conn_parse_batch(conn *c, conn_parsed *b, size_t n)
 
 static bool conn_may_go_on(conn *c)
 {
-    if (c->closing || c->dead || c->pending > 0 || c->paused ||
-        c->out.pending >= CONN_OUT_HIGH)
+    return !(c->closing || c->dead || c->pending > 0 || c->paused ||
+             c->out.pending >= CONN_OUT_HIGH);
+}
+
+/* Whether req must wait for the journal: a change, while it is
+ * congested (the connection pauses; reads before it went on). Before,
+ * every request waited, stats too. */
+static bool conn_must_wait(conn *c, const mc_request *req)
+{
+    if (!request_changes(req) || !tc_congested(c->w->srv->engine))
         return false;
-    if (tc_congested(c->w->srv->engine)) {
-        worker_pause(c->w, c);
-        return false;
-    }
+    worker_pause(c->w, c);
     return true;
 }
 
@@ -277,6 +282,8 @@ static void conn_execute(conn *c)
                 c->closing = true;
                 return;
             }
+            if (p->st != MC_ERROR && conn_must_wait(c, &p->req))
+                return; /* parsed again when it goes on */
             if (log)
                 conn_log_request(c, c->rbuf + c->rpos, p->used);
             STAT_ADD(c->w->st.cmd_total, 1);

@@ -10,10 +10,13 @@
  *     all its keys at once and each waits in its own place in the output;
  *   - more than CONN_OUT_HIGH reply bytes wait to be written
  *     (backpressure on a client that does not read its replies);
- *   - the engine's journal is congested (tc_congested): writes come in
- *     faster than the disk takes them, and every connection of the worker
- *     pauses until it catches up (worker_pause), so what a crash can lose
- *     stays within the durability mode's promise.
+ *   - its next request changes something (request_changes) and the
+ *     engine's journal is congested (tc_congested): writes come in faster
+ *     than the disk takes them, and such a connection pauses until the
+ *     journal catches up (worker_pause), so what a crash can lose stays
+ *     within the durability mode's promise. Reads (get, plain mg, stats)
+ *     go on meanwhile, those after a paused change excepted: requests
+ *     execute in order.
  * A connection closed while calls are pending is kept, without its
  * socket, until they complete.
  */

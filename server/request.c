@@ -779,6 +779,25 @@ static void exec_call(conn *c, const mc_request *req)
     op_after(op, st);
 }
 
+bool request_changes(const mc_request *req)
+{
+    switch (req->cmd) {
+    case MC_GET:
+    case MC_GETS:
+    case MC_STATS:
+    case MC_VERSION:
+    case MC_VERBOSITY:
+    case MC_QUIT:
+    case MC_MN:
+    case MC_ME:
+        return false;
+    case MC_MG:
+        return (req->meta.seen & (MC_MF('T') | MC_MF('N') | MC_MF('R'))) != 0;
+    default:
+        return true;
+    }
+}
+
 bool request_exec(conn *c, const mc_request *req)
 {
     server *srv = c->w->srv;

@@ -41,6 +41,12 @@ typedef struct srv_op {
  * replies fill the queue (CONN_OUT_HIGH): call again with the same
  * request once the queue drained; it resumes at the key it stopped at. */
 bool request_exec(conn *c, const mc_request *req);
+/* Whether a request may log a change to the journal: while it is
+ * congested (tc_congested) such a request waits; one that only reads goes
+ * on. mg counts as a change with T (touch), N (vivify) or R (recache). A
+ * plain mg of a stale item logs its one win: the items made stale are
+ * bounded by the changes that waited. */
+bool request_changes(const mc_request *req);
 /* Replies to a request mc_parse() refused (nothing when it asked for no
  * reply); a set refused as too large also deletes the key's old value. */
 void request_error(conn *c, const mc_request *req, mc_error err);

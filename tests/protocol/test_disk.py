@@ -12,6 +12,7 @@ on-disk format, recovery and capacity.
 import os
 import random
 import subprocess
+import threading
 import time
 
 from harness import Failure, Suite, free_port, run, server_on_dir, stop_clean, temp_data_dir
@@ -180,6 +181,62 @@ def full_journal_pauses_reading_and_says_so(t):
     t.check(took < 30, "32 MiB of sets took %.1f s: stalled for "
             "--flush-ms" % took)
     t.eq(c.get(t.key(str(n - 1))), (0, value), "the last value")
+    stop_clean(t, srv)
+
+
+@S.test(**ONLY)
+def reads_go_on_while_changes_wait(t):
+    # One worker (-t 1), two connections: one sends 32 MiB of sets at
+    # once (as above: the journal congests, and that connection pauses
+    # now and then), the other asks for stats meanwhile. Its stats are
+    # answered while the journal is congested: some of them report more
+    # bytes waiting for an fdatasync (or for the index) than queue_max
+    # (a quarter of -m, 4 MiB here), where changes stop. Before, every
+    # connection of the worker paused, stats too: a stats reply then never
+    # saw more than queue_max (only the journal writer and the index
+    # writer change these counts outside the worker, and they only lower
+    # them). The sets still wait: the bytes waiting pass queue_max by one
+    # record at most.
+    d = data_dir(t)
+    srv = server_on(t, d, "-t", "1", "-m", "16", "-I", "1m",
+                    "--flush-ms", "60000")
+    writer, reader = t.conn(srv), t.conn(srv)
+    value = random.Random(149).randbytes(100 * 1024)
+    n = 320
+    req = b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (t.key(str(i)), len(value),
+                                                  value) for i in range(n))
+    failed = []
+
+    def burst():
+        try:
+            writer.send(req)
+            writer.expect(b"STORED\r\n" * n, "the replies of 32 MiB of sets")
+        except Failure as e:
+            failed.append(str(e))
+
+    th = threading.Thread(target=burst)
+    th.start()
+    queue_max = 4 << 20
+    seen, congested, most = 0, 0, 0
+    end = time.monotonic() + 30
+    while th.is_alive() and time.monotonic() < end:
+        st = reader.stats()
+        seen += 1
+        waiting = max(int(st["journal_unsynced_bytes"]),
+                      int(st["journal_lag_bytes"]))
+        most = max(most, waiting)
+        congested += waiting > queue_max
+    th.join(35)
+    t.note("%d stats replies during the burst, %d of them past queue_max; "
+           "the most bytes waiting %d" % (seen, congested, most))
+    t.check(not failed, "the burst: %s" % failed)
+    t.check(congested >= 1, "a stats reply while the journal was congested "
+            "(%d replies, the most bytes waiting %d)" % (seen, most))
+    # The sets still waited: each went on only while queue_max or less
+    # waited, so one record at most is past it.
+    t.check(most <= queue_max + 2 * len(value),
+            "the most bytes waiting, %d, within queue_max and a set" % most)
+    t.eq(reader.get(t.key(str(n - 1))), (0, value), "the last value")
     stop_clean(t, srv)
 
 
