@@ -33,6 +33,27 @@
 
 /* ---- segments ---- */
 
+/* A live map for segment fd (seg_info), zeroed: NULL when the file's
+ * size is unknown or the maps' budget has no room for it (with seg_lock
+ * held). */
+static uint64_t *seg_map_new(disk *d, int fd, size_t *words)
+{
+    struct stat sb;
+    *words = 0;
+    if (d->cfg.map_max == 0 || fstat(fd, &sb) != 0 || sb.st_size <= 0)
+        return NULL;
+    size_t bits = (size_t)sb.st_size / SEG_MAP_UNIT + 1;
+    size_t n = (bits + 63) / 64;
+    if (d->map_bytes + n * sizeof(uint64_t) > d->cfg.map_max)
+        return NULL;
+    uint64_t *map = calloc(n, sizeof(*map));
+    if (map == NULL)
+        return NULL;
+    d->map_bytes += n * sizeof(*map);
+    *words = n;
+    return map;
+}
+
 tc_status disk_seg_add(disk *d, uint64_t id, int fd)
 {
     pthread_mutex_lock(&d->seg_lock);
@@ -46,9 +67,22 @@ tc_status disk_seg_add(disk *d, uint64_t id, int fd)
         d->segs = s;
         d->segcap = cap;
     }
-    d->segs[d->nsegs++] = (seg_info){id, fd, 0};
+    seg_info *s = &d->segs[d->nsegs++];
+    *s = (seg_info){.id = id, .fd = fd};
+    s->map = seg_map_new(d, fd, &s->map_words);
     pthread_mutex_unlock(&d->seg_lock);
     return TC_OK;
+}
+
+int disk_seg_remove(disk *d, size_t i)
+{
+    seg_info *s = &d->segs[i];
+    int fd = s->fd;
+    free(s->map);
+    d->map_bytes -= s->map_words * sizeof(*s->map);
+    memmove(s, s + 1, (d->nsegs - i - 1) * sizeof(*s));
+    d->nsegs--;
+    return fd;
 }
 
 /* The table is sorted by id (segments are added in order): binary
@@ -75,13 +109,31 @@ int disk_seg_fd(disk *d, uint64_t id)
     return fd;
 }
 
-void disk_seg_live(disk *d, uint64_t id, int64_t delta)
+void disk_seg_live(disk *d, uint64_t id, uint32_t off, int64_t delta)
 {
     pthread_mutex_lock(&d->seg_lock);
     seg_info *s = seg_find(d, id);
-    if (s != NULL)
+    if (s != NULL) {
         s->live += (uint64_t)delta;
+        uint64_t bit = off / SEG_MAP_UNIT, w = bit / 64;
+        if (s->map != NULL && off != SEG_OFF_NONE && w < s->map_words) {
+            if (delta > 0)
+                s->map[w] |= UINT64_C(1) << (bit % 64);
+            else
+                s->map[w] &= ~(UINT64_C(1) << (bit % 64));
+        }
+    }
     pthread_mutex_unlock(&d->seg_lock);
+}
+
+const uint64_t *disk_seg_map(disk *d, uint64_t id, size_t *words)
+{
+    pthread_mutex_lock(&d->seg_lock);
+    seg_info *s = seg_find(d, id);
+    const uint64_t *map = s != NULL ? s->map : NULL;
+    *words = s != NULL ? s->map_words : 0;
+    pthread_mutex_unlock(&d->seg_lock);
+    return map;
 }
 
 tc_status disk_seg_create(disk *d, io_queue *q, uint64_t id, int *fd_out,
@@ -196,7 +248,7 @@ static bool disk_fill_filter(void *arg, const void *key, size_t klen,
         filter_add(d->filt, mem_hash(d->m, key, klen));
         d->rec.keys++;
     }
-    disk_seg_live(d, loc->seg, (int64_t)loc->len);
+    disk_seg_live(d, loc->seg, loc->off, (int64_t)loc->len);
     return true;
 }
 
@@ -300,8 +352,8 @@ void disk_close(disk **dp)
     indexer_stop(d);
     reader_stop(d);
     journal_free_entries(d);
-    for (size_t i = 0; i < d->nsegs; i++)
-        io_file_close(d->segs[i].fd);
+    while (d->nsegs > 0)
+        io_file_close(disk_seg_remove(d, d->nsegs - 1));
     free(d->segs);
     idx_close(&d->ix);
     filter_free(&d->filt);
@@ -408,8 +460,10 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "disk_index_live_bytes", idx_live_bytes(d->ix));
     pthread_mutex_lock(&d->seg_lock);
     size_t nsegs = d->nsegs; /* the journal writer adds to them */
+    size_t map_bytes = d->map_bytes;
     pthread_mutex_unlock(&d->seg_lock);
     stat_u64(fn, arg, "disk_segments", nsegs);
+    stat_u64(fn, arg, "disk_live_map_bytes", map_bytes);
     stat_u64(fn, arg, "disk_reads", atomic_load(&d->st_disk_reads));
     stat_u64(fn, arg, "disk_reads_inline", atomic_load(&d->st_fast_reads));
     stat_u64(fn, arg, "disk_reads_not_cached",

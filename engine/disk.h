@@ -66,6 +66,8 @@ typedef struct disk_config {
     size_t queue_max;      /* bytes logged and not yet durable, at most */
     size_t index_max;      /* bytes logged and not yet indexed, at most
                             * (pinned in memory meanwhile; >= queue_max) */
+    size_t map_max;        /* bytes of segment live maps, at most (0: none;
+                            * a map is 1/256 of its segment) */
     uint32_t (*now)(void *arg); /* the engine's clock, unix seconds */
     void *now_arg;
     void (*log)(void *arg, const char *msg); /* tc_config.log */

@@ -90,7 +90,20 @@ typedef struct seg_info {
     uint64_t id;
     int fd;
     uint64_t live; /* bytes of records the index points at */
+    /* Its live map: a bit for every SEG_MAP_UNIT bytes of the file, set
+     * where a record the index points at starts (no two records start
+     * in one unit: a record is longer). Kept by the index writer, from
+     * the operations of its commits and, at open, from the index; reclaim
+     * reads only the keys of the records it marks (reclaim.c). NULL when
+     * the maps' budget (disk_config.map_max) had no room for it: then
+     * reclaim reads every key. */
+    uint64_t *map;
+    size_t map_words;
 } seg_info;
+
+#define SEG_MAP_UNIT 32
+/* disk_seg_live: a change of live bytes that marks no record. */
+#define SEG_OFF_NONE UINT32_MAX
 
 /* Tests only: journal_sync_soon does nothing, so that a drain's rescues
  * are synced by the journal writer's wait for room alone (test_disk). */
@@ -228,6 +241,7 @@ struct disk {
     seg_info *segs;
     size_t nsegs;
     size_t segcap;
+    size_t map_bytes; /* of the segments' live maps */
 
     /* disk_warn's rate limit. */
     pthread_mutex_t warn_lock;
@@ -342,7 +356,21 @@ struct warm;
 tc_status disk_seg_add(disk *d, uint64_t id, int fd);
 /* An fd of segment id for reading, or -1. */
 int disk_seg_fd(disk *d, uint64_t id);
-void disk_seg_live(disk *d, uint64_t id, int64_t delta);
+/* Adds delta to the live bytes of segment id; marks the record at off
+ * live (delta > 0) or not (delta < 0) in its map, unless off is
+ * SEG_OFF_NONE. */
+void disk_seg_live(disk *d, uint64_t id, uint32_t off, int64_t delta);
+/* Segment id's live map (seg_info), or NULL; for the index writer, the
+ * only thread that changes it or frees it (with the segment). */
+const uint64_t *disk_seg_map(disk *d, uint64_t id, size_t *words);
+static inline bool seg_map_has(const uint64_t *map, size_t words,
+                               uint64_t off)
+{
+    uint64_t bit = off / SEG_MAP_UNIT;
+    return bit / 64 >= words || (map[bit / 64] >> (bit % 64) & 1) != 0;
+}
+/* Takes segment i out of the table (seg_lock held); returns its fd. */
+int disk_seg_remove(disk *d, size_t i);
 /* Creates segment id (file, preallocation, header, directory fsync),
  * writing through q, and adds it to the table. Another operation of q
  * that completes meanwhile goes to other (NULL when q has none in

@@ -99,6 +99,11 @@ static tc_status engine_open_disk(tc_engine *e)
         .item_max = c->item_size_max,
         .queue_max = queue_max,
         .index_max = index_max,
+        /* Reclaim's live maps: 1/256 of the budget, 4 MiB for the
+         * default 1 GiB; a budget so large that they would pass this
+         * share of memory reclaims its other segments reading every key
+         * (reclaim.c). */
+        .map_max = c->mem_limit / 16,
         .now = engine_clock,
         .now_arg = e,
         .log = c->log,

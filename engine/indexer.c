@@ -75,6 +75,7 @@ enum { IXOP_ADD, IXOP_REMOVE, IXOP_CLEAR, IXOP_LIVE };
 typedef struct ix_op {
     uint64_t x;    /* ADD, REMOVE: the key's hash; LIVE: the segment */
     int32_t delta; /* LIVE: bytes (a record's size at most) */
+    uint32_t off;  /* LIVE: the record's offset */
     uint8_t kind;
 } ix_op;
 
@@ -173,10 +174,12 @@ static bool ops_reserve(ix_run *r, size_t n)
     return true;
 }
 
-static void ops_push(ix_run *r, uint8_t kind, uint64_t x, int64_t delta)
+static void ops_push(ix_run *r, uint8_t kind, uint64_t x, uint32_t off,
+                     int64_t delta)
 {
     /* ops_reserve made room: 3 per entry at most */
-    r->ops[r->nops++] = (ix_op){.x = x, .delta = (int32_t)delta, .kind = kind};
+    r->ops[r->nops++] =
+        (ix_op){.x = x, .delta = (int32_t)delta, .off = off, .kind = kind};
 }
 
 void indexer_push(disk *d, jr_entry *head, jr_entry *tail)
@@ -206,9 +209,9 @@ static tc_status ix_remove(disk *d, ix_run *r, const char *key, size_t klen,
         return TC_OK;
     if (st != TC_OK)
         return st;
-    ops_push(r, IXOP_LIVE, old.seg, -(int64_t)old.len);
+    ops_push(r, IXOP_LIVE, old.seg, old.off, -(int64_t)old.len);
     if (counts(d, &old))
-        ops_push(r, IXOP_REMOVE, h, 0);
+        ops_push(r, IXOP_REMOVE, h, 0, 0);
     return TC_OK;
 }
 
@@ -241,10 +244,10 @@ static tc_status ix_apply(disk *d, ix_run *r, jr_entry *e)
         if (st != TC_OK)
             return st;
         if (had)
-            ops_push(r, IXOP_LIVE, old.seg, -(int64_t)old.len);
-        ops_push(r, IXOP_LIVE, e->seg, (int64_t)e->len);
+            ops_push(r, IXOP_LIVE, old.seg, old.off, -(int64_t)old.len);
+        ops_push(r, IXOP_LIVE, e->seg, e->off, (int64_t)e->len);
         if (!had || !counts(d, &old))
-            ops_push(r, IXOP_ADD, e->h, 0);
+            ops_push(r, IXOP_ADD, e->h, 0, 0);
         return TC_OK;
     case SEG_DELETE:
         return ix_remove(d, r, key, klen, e->h);
@@ -263,7 +266,7 @@ static tc_status ix_apply(disk *d, ix_run *r, jr_entry *e)
         } else {
             d->meta.flush_lsn = e->lsn;
             d->meta.flush_at = 0;
-            ops_push(r, IXOP_CLEAR, 0, 0);
+            ops_push(r, IXOP_CLEAR, 0, 0, 0);
         }
         return TC_OK;
     }
@@ -404,7 +407,7 @@ static void ix_commit_run(disk *d, ix_run *r)
             filter_clear(d->filt);
             break;
         case IXOP_LIVE:
-            disk_seg_live(d, o->x, o->delta);
+            disk_seg_live(d, o->x, o->off, o->delta);
             break;
         }
     }
