@@ -109,20 +109,29 @@ int disk_seg_fd(disk *d, uint64_t id)
     return fd;
 }
 
+void disk_seg_live_locked(disk *d, seg_info **last, uint64_t id, uint32_t off,
+                          int64_t delta)
+{
+    seg_info *s = *last;
+    if (s == NULL || s->id != id)
+        *last = s = seg_find(d, id);
+    if (s == NULL)
+        return;
+    s->live += (uint64_t)delta;
+    uint64_t bit = off / SEG_MAP_UNIT, w = bit / 64;
+    if (s->map != NULL && off != SEG_OFF_NONE && w < s->map_words) {
+        if (delta > 0)
+            s->map[w] |= UINT64_C(1) << (bit % 64);
+        else
+            s->map[w] &= ~(UINT64_C(1) << (bit % 64));
+    }
+}
+
 void disk_seg_live(disk *d, uint64_t id, uint32_t off, int64_t delta)
 {
+    seg_info *last = NULL;
     pthread_mutex_lock(&d->seg_lock);
-    seg_info *s = seg_find(d, id);
-    if (s != NULL) {
-        s->live += (uint64_t)delta;
-        uint64_t bit = off / SEG_MAP_UNIT, w = bit / 64;
-        if (s->map != NULL && off != SEG_OFF_NONE && w < s->map_words) {
-            if (delta > 0)
-                s->map[w] |= UINT64_C(1) << (bit % 64);
-            else
-                s->map[w] &= ~(UINT64_C(1) << (bit % 64));
-        }
-    }
+    disk_seg_live_locked(d, &last, id, off, delta);
     pthread_mutex_unlock(&d->seg_lock);
 }
 

@@ -360,6 +360,11 @@ int disk_seg_fd(disk *d, uint64_t id);
  * live (delta > 0) or not (delta < 0) in its map, unless off is
  * SEG_OFF_NONE. */
 void disk_seg_live(disk *d, uint64_t id, uint32_t off, int64_t delta);
+/* The same with seg_lock held, for many changes in a row: *last (NULL at
+ * first) keeps the segment of the previous one, valid while the lock is
+ * held. */
+void disk_seg_live_locked(disk *d, seg_info **last, uint64_t id, uint32_t off,
+                          int64_t delta);
 /* Segment id's live map (seg_info), or NULL; for the index writer, the
  * only thread that changes it or frees it (with the segment). */
 const uint64_t *disk_seg_map(disk *d, uint64_t id, size_t *words);

@@ -9,8 +9,9 @@
  * Each key carries 16 bytes of itself past the prefix that all keys of
  * the batch share (most keys of an application start alike), big-endian,
  * so that the sort compares integers and reads the keys themselves only
- * to break a tie. The sort is a merge sort: stable (keys that are equal
- * keep their order) and n log n for any input.
+ * to break a tie. The sort is stable (keys that are equal keep their
+ * order): a radix sort on the first 8 of those bytes, then a merge sort
+ * of the keys that share them (all of a small batch: keysort.c).
  */
 #ifndef TC_KEYSORT_H
 #define TC_KEYSORT_H
@@ -27,7 +28,7 @@ typedef struct ks_key {
     uint32_t i;               /* the caller's, carried along */
 } ks_key;
 
-/* Sorts v[0..n); tmp has room for n / 2 + 1 keys. */
+/* Sorts v[0..n); tmp has room for n keys. */
 void ks_sort(ks_key *v, ks_key *tmp, size_t n);
 
 /* Whether two keys of one sorted batch are the same key. */

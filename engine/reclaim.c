@@ -291,8 +291,7 @@ static bool rc_read_keys(disk *d, int fd, rc_job *j)
         return ok;
     for (size_t i = 0; i < j->nkeys; i++)
         j->keys[i].key = j->arena + (uintptr_t)j->keys[i].key;
-    ok = rc_room((void **)&j->tmp, &j->tcap, sizeof(*j->tmp),
-                 j->nkeys / 2 + 1) &&
+    ok = rc_room((void **)&j->tmp, &j->tcap, sizeof(*j->tmp), j->nkeys) &&
          rc_room((void **)&j->gone, &j->gcap, sizeof(*j->gone), j->nkeys);
     if (ok)
         ks_sort(j->keys, j->tmp, j->nkeys);

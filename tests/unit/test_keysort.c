@@ -39,7 +39,7 @@ static void check_sorted(ks_key *keys, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         keys[i].i = (uint32_t)i;
-    ks_key *tmp = malloc((n / 2 + 1) * sizeof(*tmp));
+    ks_key *tmp = malloc((n + 1) * sizeof(*tmp));
     TCT_CHECK(tmp != NULL);
     ks_sort(keys, tmp, n);
     free(tmp);
@@ -85,6 +85,8 @@ static void short_keys_any_prefix(void)
     random_keys(5000, 0, 6);
     random_keys(5000, 9, 6);
     random_keys(17, 3, 4); /* one merge above the insertion sort */
+    random_keys(1023, 2, 5); /* the merge sort alone (KS_RADIX_MIN) */
+    random_keys(1024, 2, 5); /* the radix sort first */
 }
 
 /* Past the 16 bytes the integers hold, the keys themselves decide. */
