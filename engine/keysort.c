@@ -3,7 +3,6 @@
  */
 #include "keysort.h"
 
-#include <assert.h>
 #include <string.h>
 
 static uint64_t be64(const unsigned char *p, size_t len)
@@ -68,7 +67,6 @@ static void ks_merge_sort(ks_key *v, ks_key *tmp, size_t n, size_t cover)
 
 static void ks_radix(ks_key *v, ks_key *tmp, size_t n)
 {
-    static_assert(sizeof(size_t) >= 4, "counts");
     size_t count[8][256];
     memset(count, 0, sizeof(count));
     uint64_t all = ~UINT64_C(0), any = 0;
