@@ -1099,19 +1099,29 @@ static bool get_noise(tc_engine *e, const char *prefix, unsigned i)
     return true;
 }
 
+/* A fresh directory under a budget of 32 MiB (segments of 2 MiB) and
+ * items up to 64 KiB, opened with mem_limit bytes of memory; cfg is kept
+ * for reopening. */
+static tc_engine *open_budget(tc_config *cfg, tcu_clock *clk,
+                              size_t mem_limit)
+{
+    fresh_dir();
+    cfg_disk(cfg, clk);
+    cfg->disk_size = (uint64_t)32 << 20;
+    cfg->mem_limit = mem_limit;
+    cfg->item_size_max = 64 << 10;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(cfg, &e), TC_OK);
+    return e;
+}
+
 /* Writing far past disk_size keeps the directory within it (plus one
  * segment) and the newest data readable. */
 static void capacity_keeps_within_budget(void)
 {
     tcu_clock clk = {0};
-    fresh_dir();
     tc_config cfg;
-    cfg_disk(&cfg, &clk);
-    cfg.disk_size = (uint64_t)32 << 20;
-    cfg.mem_limit = 2 << 20;
-    cfg.item_size_max = 64 << 10;
-    tc_engine *e = NULL;
-    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    tc_engine *e = open_budget(&cfg, &clk, 2 << 20);
     uint64_t seg = cfg.disk_size / 16;
     char key[64], val[NOISE_LEN];
     const unsigned n = 60000; /* about 120 MB: four budgets */
@@ -1267,14 +1277,8 @@ static size_t check_live_maps(tc_engine *e)
 static void live_maps_match_the_index(void)
 {
     tcu_clock clk = {0};
-    fresh_dir();
     tc_config cfg;
-    cfg_disk(&cfg, &clk);
-    cfg.disk_size = (uint64_t)32 << 20;
-    cfg.mem_limit = 4 << 20;
-    cfg.item_size_max = 64 << 10;
-    tc_engine *e = NULL;
-    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    tc_engine *e = open_budget(&cfg, &clk, 4 << 20);
     enum { KEYS = 20000, OPS = 100000 };
     static unsigned seed_of[KEYS]; /* 0: absent; else the value's seed */
     memset(seed_of, 0, sizeof(seed_of));
@@ -1416,14 +1420,8 @@ static void reclaim_rescues_items_read(void)
 static void reclaim_goes_on_when_idle(void)
 {
     tcu_clock clk = {0};
-    fresh_dir();
     tc_config cfg;
-    cfg_disk(&cfg, &clk);
-    cfg.disk_size = (uint64_t)32 << 20;
-    cfg.mem_limit = (size_t)1 << 30;
-    cfg.item_size_max = 64 << 10;
-    tc_engine *e = NULL;
-    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    tc_engine *e = open_budget(&cfg, &clk, (size_t)1 << 30);
     uint64_t seg = cfg.disk_size / 16;
     char key[64], val[2000];
     for (unsigned i = 0; i < 40000; i++) { /* about 80 MB */
