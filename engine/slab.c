@@ -24,7 +24,8 @@
 
 #define SLAB_SMALL_MAX 1024
 #define SLAB_SMALL_CLASSES (SLAB_SMALL_MAX / 8)
-#define SLAB_LARGE_CLASSES 16 /* 1 KiB..2 KiB, 64 bytes apart */
+/* 1 KiB..8 KiB, 32 per doubling */
+#define SLAB_LARGE_CLASSES 96
 #define SLAB_CLASSES (SLAB_SMALL_CLASSES + SLAB_LARGE_CLASSES)
 #define SLAB_HDR 64
 #define SLAB_REGION_PAGES 32
@@ -84,7 +85,7 @@ static unsigned slab_class_of(size_t size)
     size_t x = size - 1;
     unsigned lg = 63u - (unsigned)__builtin_clzll(x); /* 10 */
     size_t off = x - ((size_t)1 << lg);
-    return SLAB_SMALL_CLASSES + (lg - 10) * 16 + (unsigned)(off >> (lg - 4));
+    return SLAB_SMALL_CLASSES + (lg - 10) * 32 + (unsigned)(off >> (lg - 5));
 }
 
 static size_t slab_class_size(unsigned ci)
@@ -92,8 +93,8 @@ static size_t slab_class_size(unsigned ci)
     if (ci < SLAB_SMALL_CLASSES)
         return ((size_t)ci + 1) * 8;
     unsigned k = ci - SLAB_SMALL_CLASSES;
-    unsigned lg = 10 + k / 16;
-    return ((size_t)1 << lg) + ((size_t)(k % 16) + 1) * ((size_t)1 << (lg - 4));
+    unsigned lg = 10 + k / 32;
+    return ((size_t)1 << lg) + ((size_t)(k % 32) + 1) * ((size_t)1 << (lg - 5));
 }
 
 size_t slab_cost(size_t size)

@@ -30,7 +30,7 @@ static void cost_covers_size(void)
     }
 }
 
-/* Above 1 KiB classes are 16 per power of two: at most 1/16 waste, and
+/* Above 1 KiB classes are 32 per power of two: at most 1/32 waste, and
  * the cost never decreases with the size. Past SLAB_CHUNK_MAX it is
  * malloc's: the size plus its header, rounded to 16. */
 static void cost_classes_large(void)
@@ -41,17 +41,21 @@ static void cost_classes_large(void)
         TCT_CHECK(c >= prev);
         prev = c;
         if (size > 1024 && size <= SLAB_CHUNK_MAX) {
-            /* 16 classes per doubling: the class step at size is at most
-             * size / 16 rounded up to a power of two's sixteenth. */
-            TCT_CHECK((c - size) * 16 < size);
-            TCT_EQ_U64(c % 64, 0);
+            /* 32 classes per doubling: the class step at size is at most
+             * size / 32 rounded up to a power of two's thirty-second. */
+            TCT_CHECK((c - size) * 32 < size);
+            TCT_EQ_U64(c % 32, 0);
         }
         if (size > SLAB_CHUNK_MAX) {
             TCT_EQ_U64(c % 16, 0);
             TCT_CHECK(c >= size + 8 && c < size + 8 + 16);
         }
     }
-    TCT_EQ_U64(slab_cost(1025), 1088);
+    TCT_EQ_U64(slab_cost(1025), 1056);
+    /* An item of a 4 KiB value is a slab chunk (128 bytes apart there),
+     * not a malloc'd block (its size plus 8, rounded to 16). */
+    TCT_EQ_U64(slab_cost(4096 + 64), 4096 + 128);
+    TCT_EQ_U64(slab_cost(8192 - 127), 8192);
     TCT_EQ_U64(slab_cost(SLAB_CHUNK_MAX), SLAB_CHUNK_MAX);
     TCT_EQ_U64(slab_cost(0), 8);
 }
@@ -124,7 +128,8 @@ static void exact_class_sizes(void)
     TCT_CHECK(s != NULL);
     enum { N = 3000 };
     static void *ptrs[N];
-    static const size_t sizes[] = {8, 24, 1024, 1088, 1984, SLAB_CHUNK_MAX};
+    static const size_t sizes[] = {8,    24,   1024, 1056,
+                                   1984, 4224, 7936, SLAB_CHUNK_MAX};
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
         size_t size = sizes[k];
         TCT_EQ_U64(slab_cost(size), size);
