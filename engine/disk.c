@@ -36,11 +36,15 @@
 /* A live map for segment fd (seg_info), zeroed: NULL when the file's
  * size is unknown or the maps' budget has no room for it (with seg_lock
  * held). */
+_Atomic bool disk_maps_off;
+
 static uint64_t *seg_map_new(disk *d, int fd, size_t *words)
 {
     struct stat sb;
     *words = 0;
-    if (d->cfg.map_max == 0 || fstat(fd, &sb) != 0 || sb.st_size <= 0)
+    if (d->cfg.map_max == 0 ||
+        atomic_load_explicit(&disk_maps_off, memory_order_relaxed) ||
+        fstat(fd, &sb) != 0 || sb.st_size <= 0)
         return NULL;
     size_t bits = (size_t)sb.st_size / SEG_MAP_UNIT + 1;
     size_t n = (bits + 63) / 64;

@@ -108,6 +108,9 @@ typedef struct seg_info {
 /* Tests only: journal_sync_soon does nothing, so that a drain's rescues
  * are synced by the journal writer's wait for room alone (test_disk). */
 extern _Atomic bool journal_sync_soon_off;
+/* Tests only: segments get no live map, as when the maps' budget has no
+ * room (reclaim then reads whole segments). */
+extern _Atomic bool disk_maps_off;
 
 struct disk {
     disk_config cfg;

@@ -205,10 +205,148 @@ static int64_t rc_read(disk *d, int fd, unsigned char *buf, size_t len,
  * fits any cache). Reading and decoding a 64 MiB segment took 91 ms of
  * CPU whole, 55 ms in pieces. */
 #define RC_PIECE ((size_t)1 << 20)
+/* Guided by a live map, one read covers the marked records that follow
+ * each other closer than this (the bytes between them read for nothing:
+ * about what a read costs, copied), up to RC_PIECE; a marked record
+ * farther away starts a read of its own. */
+#define RC_GAP ((uint64_t)8 << 10)
+/* What a marked unit's record needs read for its key: the unit (the
+ * record starts at one of its SEG_ALIGN steps), its header and the
+ * longest key. */
+#define RC_HEAD ((uint64_t)SEG_MAP_UNIT - SEG_ALIGN + SEG_REC_HDR + 255)
+
+/* Adds the key of the SET record r (key at key) at offset off to j's
+ * keys; false when out of memory. */
+static bool rc_add_key(rc_job *j, size_t *aused, const seg_rec *r,
+                       const unsigned char *key, uint64_t off)
+{
+    if ((j->nkeys == j->kcap &&
+         !rc_grow((void **)&j->keys, &j->kcap, sizeof(*j->keys), 4096)) ||
+        (*aused + r->klen > j->acap &&
+         !rc_grow((void **)&j->arena, &j->acap, 1, 65536)))
+        return false;
+    memcpy(j->arena + *aused, key, r->klen);
+    /* .key is the offset in the arena until the arena is done */
+    j->keys[j->nkeys++] = (ks_key){
+        .key = (const unsigned char *)(uintptr_t)*aused,
+        .klen = r->klen,
+        .i = (uint32_t)off};
+    *aused += r->klen;
+    return true;
+}
+
+/* The first unit at or after bit from that map marks, or UINT64_MAX. */
+static uint64_t rc_map_next(const uint64_t *map, size_t words, uint64_t from)
+{
+    size_t w = (size_t)(from / 64);
+    if (w >= words)
+        return UINT64_MAX;
+    uint64_t bits = map[w] & (~(uint64_t)0 << (from % 64));
+    while (bits == 0) {
+        if (++w == words)
+            return UINT64_MAX;
+        bits = map[w];
+    }
+    return (uint64_t)w * 64 + (uint64_t)__builtin_ctzll(bits);
+}
+
+/* The keys of the records map marks, reading only around them: under
+ * 4 KiB sets, reading whole segments for the keys of the live third of
+ * their records was a tenth of the server's CPU (bench/RESULTS.md). */
+static bool rc_read_marked(disk *d, int fd, rc_job *j, const uint64_t *map,
+                           size_t words, uint64_t len, size_t *aused)
+{
+    unsigned char *buf = j->buf;
+    uint64_t base = 0, have = 0; /* buf holds [base, base + have) */
+    for (uint64_t bit = rc_map_next(map, words, 0); bit != UINT64_MAX;
+         bit = rc_map_next(map, words, bit + 1)) {
+        uint64_t at = bit * SEG_MAP_UNIT;
+        if (at >= len)
+            break;
+        uint64_t want = len - at < RC_HEAD ? len - at : RC_HEAD;
+        if (at < base || at + want > base + have) {
+            /* A read from here over the marks that follow closely. */
+            uint64_t end = at + want;
+            for (uint64_t nb = rc_map_next(map, words, bit + 1);
+                 nb != UINT64_MAX; nb = rc_map_next(map, words, nb + 1)) {
+                uint64_t o = nb * SEG_MAP_UNIT;
+                uint64_t e = o + RC_HEAD < len ? o + RC_HEAD : len;
+                if (o >= len || o > end + RC_GAP || e - at > RC_PIECE)
+                    break;
+                end = e;
+            }
+            int64_t got = rc_read(d, fd, buf, (size_t)(end - at), at);
+            if (got < 0)
+                return false;
+            base = at;
+            have = (uint64_t)got;
+        }
+        /* The record starts somewhere in the unit: every step of it that
+         * holds a sane header gives a key. A value's bytes that look like
+         * one give a key the index does not point at here, and rc_apply
+         * passes it over. */
+        for (uint64_t o = at; o < at + SEG_MAP_UNIT; o += SEG_ALIGN) {
+            uint64_t avail = o < base + have ? base + have - o : 0;
+            if (o < SEG_HDR_SIZE || avail < SEG_REC_HDR)
+                continue;
+            const unsigned char *p = buf + (o - base);
+            seg_rec r;
+            if (seg_rec_head(p, &r) == 0 || r.type != SEG_SET ||
+                SEG_REC_HDR + (uint64_t)r.klen > avail)
+                continue;
+            if (!rc_add_key(j, aused, &r, p + SEG_REC_HDR, o))
+                return false;
+        }
+    }
+    return true;
+}
+
+/* The keys of every SET record, reading the whole segment: for a segment
+ * without a live map. */
+static bool rc_read_all(disk *d, int fd, rc_job *j, uint64_t len,
+                        size_t cap, size_t maxrec, size_t *aused)
+{
+    unsigned char *buf = j->buf;
+    uint64_t base = 0; /* the file offset of buf[0] */
+    size_t have = 0, p = SEG_HDR_SIZE;
+    for (;;) {
+        size_t want = cap - have;
+        if (base + have + want > len)
+            want = (size_t)(len - (base + have));
+        int64_t got = want > 0 ? rc_read(d, fd, buf + have, want, base + have)
+                               : 0;
+        if (got < 0)
+            return false;
+        have += (size_t)got;
+        bool end = got == 0 || base + have >= len;
+        while (p + SEG_REC_HDR <= have) {
+            seg_rec r;
+            uint64_t n = seg_rec_head(buf + p, &r);
+            if (n == 0 || n > maxrec || (end && p + n > have)) {
+                p += SEG_ALIGN; /* damage or the end: look further */
+                continue;
+            }
+            if (p + n > have)
+                break; /* cut by the piece: read on */
+            size_t at = p;
+            p += (size_t)n;
+            if (r.type == SEG_SET &&
+                !rc_add_key(j, aused, &r, buf + at + SEG_REC_HDR, base + at))
+                return false;
+        }
+        if (end)
+            return true;
+        /* What is left (a record the piece cut) goes to the front. */
+        memmove(buf, buf + p, have - p);
+        base += p;
+        have -= p;
+        p = 0;
+    }
+}
 
 /* Step 1: the keys of the SET records of segment fd, with their offsets,
  * in key order (keysort.h); false if it cannot be read, or out of memory.
- * The records' CRCs are not checked (seg_rec_peek): nothing is taken from
+ * The records' CRCs are not checked (seg_rec_head): nothing is taken from
  * a record but its key and where it ends, and a key counts only if the
  * index points at this very record for it (rc_apply), which no damaged
  * key does; a rescue logs the value memory holds, not the bytes here.
@@ -216,8 +354,8 @@ static int64_t rc_read(disk *d, int fd, unsigned char *buf, size_t len,
  * the records it spans, as a failed CRC hides its own): their keys are
  * then left pointing at a deleted segment, which reads as a miss. Checking
  * the CRCs took 4% of the server's CPU under 4 KiB sets past the budget.
- * A record the segment's live map does not mark is passed over: no
- * lookup could find the index pointing at it. Under 100-byte sets of 1M
+ * Only the records the segment's live map marks are read: no lookup
+ * could find the index pointing at another. Under 100-byte sets of 1M
  * keys (Zipf 0.99) about one record in eight of a reclaimed segment was
  * live; sorting and looking up the others' keys had been most of what
  * reclaiming cost the index writer. */
@@ -229,64 +367,15 @@ static bool rc_read_keys(disk *d, int fd, rc_job *j)
     if (fstat(fd, &sb) != 0)
         return false;
     uint64_t len = (uint64_t)sb.st_size;
-    /* A record that starts at least this far before the end of what was
-     * read lies wholly in it. */
     size_t maxrec = seg_rec_size(255, d->cfg.item_max);
     size_t cap = 2 * maxrec > RC_PIECE ? 2 * maxrec : RC_PIECE;
-    bool ok = rc_room((void **)&j->buf, &j->bufcap, 1, cap);
-    unsigned char *buf = j->buf;
+    if (!rc_room((void **)&j->buf, &j->bufcap, 1, cap))
+        return false;
     size_t aused = 0;
-    uint64_t base = 0; /* the file offset of buf[0] */
-    size_t have = 0, p = SEG_HDR_SIZE;
-    while (ok) {
-        size_t want = cap - have;
-        if (base + have + want > len)
-            want = (size_t)(len - (base + have));
-        int64_t got = want > 0 ? rc_read(d, fd, buf + have, want, base + have)
-                               : 0;
-        if (got < 0) {
-            ok = false;
-            break;
-        }
-        have += (size_t)got;
-        bool end = got == 0 || base + have >= len;
-        while (p + SEG_REC_HDR <= have && (end || p + maxrec <= have)) {
-            seg_rec r;
-            const unsigned char *key;
-            size_t n = seg_rec_peek(buf + p, have - p, &r, &key);
-            if (n == 0) {
-                p += SEG_ALIGN; /* damage or the end: look further */
-                continue;
-            }
-            size_t at = p;
-            p += n;
-            if (r.type != SEG_SET ||
-                (map != NULL && !seg_map_has(map, words, base + at)))
-                continue; /* the index points elsewhere for its key */
-            if ((j->nkeys == j->kcap &&
-                 !rc_grow((void **)&j->keys, &j->kcap, sizeof(*j->keys),
-                          4096)) ||
-                (aused + r.klen > j->acap &&
-                 !rc_grow((void **)&j->arena, &j->acap, 1, 65536))) {
-                ok = false;
-                break;
-            }
-            memcpy(j->arena + aused, key, r.klen);
-            /* .key is the offset in the arena until the arena is done */
-            j->keys[j->nkeys++] = (ks_key){
-                .key = (const unsigned char *)(uintptr_t)aused,
-                .klen = r.klen,
-                .i = (uint32_t)(base + at)};
-            aused += r.klen;
-        }
-        if (end || !ok)
-            break;
-        /* What is left (a record the piece cut) goes to the front. */
-        memmove(buf, buf + p, have - p);
-        base += p;
-        have -= p;
-        p = 0;
-    }
+    /* A map covers its segment unless the file grew past it. */
+    bool ok = map != NULL && (uint64_t)words * 64 * SEG_MAP_UNIT >= len
+                  ? rc_read_marked(d, fd, j, map, words, len, &aused)
+                  : rc_read_all(d, fd, j, len, cap, maxrec, &aused);
     if (!ok || j->nkeys == 0)
         return ok;
     for (size_t i = 0; i < j->nkeys; i++)

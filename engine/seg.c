@@ -120,10 +120,9 @@ bool seg_rec_magic_at(const unsigned char *p)
     return get32(p) == SEG_REC_MAGIC;
 }
 
-size_t seg_rec_peek(const unsigned char *p, size_t avail, seg_rec *r,
-                    const unsigned char **key)
+uint64_t seg_rec_head(const unsigned char *p, seg_rec *r)
 {
-    if (avail < SEG_REC_HDR || get32(p) != SEG_REC_MAGIC)
+    if (get32(p) != SEG_REC_MAGIC)
         return 0;
     r->lsn = get64(p + 8);
     r->type = p[16];
@@ -145,13 +144,20 @@ size_t seg_rec_peek(const unsigned char *p, size_t avail, seg_rec *r,
         return 0;
     if (r->codec == SEG_RAW && r->stored_len != r->raw_len)
         return 0;
-    if ((size_t)r->stored_len > avail) /* also keeps the sum below in range */
+    uint64_t n = (uint64_t)SEG_REC_HDR + r->klen + r->stored_len;
+    return (n + SEG_ALIGN - 1) & ~(uint64_t)(SEG_ALIGN - 1);
+}
+
+size_t seg_rec_peek(const unsigned char *p, size_t avail, seg_rec *r,
+                    const unsigned char **key)
+{
+    if (avail < SEG_REC_HDR)
         return 0;
-    size_t total = seg_rec_size(r->klen, r->stored_len);
-    if (total > avail)
+    uint64_t total = seg_rec_head(p, r);
+    if (total == 0 || total > avail)
         return 0;
     *key = p + SEG_REC_HDR;
-    return total;
+    return (size_t)total;
 }
 
 size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,

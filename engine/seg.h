@@ -136,6 +136,14 @@ size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
  */
 size_t seg_rec_peek(const unsigned char *p, size_t avail, seg_rec *r,
                     const unsigned char **key);
+/*
+ * The header alone: seg_rec_peek's checks of the SEG_REC_HDR bytes at p
+ * (which must be readable), without asking that the rest of the record
+ * be. Returns the record's total size (which may pass the bytes at hand;
+ * the key, if SEG_REC_HDR + r->klen of them are, is at p + SEG_REC_HDR),
+ * or 0 if the header is not sane.
+ */
+uint64_t seg_rec_head(const unsigned char *p, seg_rec *r);
 
 /* True when the 8 bytes at p can start a record (its magic). */
 bool seg_rec_magic_at(const unsigned char *p);

@@ -1116,11 +1116,13 @@ static tc_engine *open_budget(tc_config *cfg, tcu_clock *clk,
 }
 
 /* Writing far past disk_size keeps the directory within it (plus one
- * segment) and the newest data readable. */
-static void capacity_keeps_within_budget(void)
+ * segment) and the newest data readable; with live maps (reclaim reads
+ * the marked records alone) or without (it reads whole segments). */
+static void capacity_run(bool maps)
 {
     tcu_clock clk = {0};
     tc_config cfg;
+    atomic_store(&disk_maps_off, !maps);
     tc_engine *e = open_budget(&cfg, &clk, 2 << 20);
     uint64_t seg = cfg.disk_size / 16;
     char key[64], val[NOISE_LEN];
@@ -1166,9 +1168,10 @@ static void capacity_keeps_within_budget(void)
         tc_item_release(it);
     }
     /* Every key the index still has is readable: reclaim dropped every
-     * key it found live in a segment it deleted (segments are read in
-     * pieces of 1 MiB, here about two each, records cut by their ends).
-     * Older keys are there with their value or not at all. */
+     * key it found live in a segment it deleted (whole segments are read
+     * in pieces of 1 MiB, here about two each, records cut by their
+     * ends; with maps, the marked records in reads of their own or
+     * together). Older keys are there with their value or not at all. */
     uint64_t items = tcu_stat(e, "disk_items"), hits = 0;
     for (unsigned i = 0; i < n - 1000; i++)
         hits += get_noise(e, "cap:", i);
@@ -1176,7 +1179,19 @@ static void capacity_keeps_within_budget(void)
            (unsigned long long)items, (unsigned long long)hits);
     TCT_EQ_U64(tcu_stat(e, "disk_read_errors"), 0);
     TCT_EQ_U64(hits + 1000, items);
+    TCT_CHECK((tcu_stat(e, "disk_live_map_bytes") > 0) == maps);
     tc_close(e);
+    atomic_store(&disk_maps_off, false);
+}
+
+static void capacity_keeps_within_budget(void)
+{
+    capacity_run(true);
+}
+
+static void capacity_without_live_maps(void)
+{
+    capacity_run(false);
 }
 
 /* Waits (ms milliseconds at most, in steps of 50) until the directory
@@ -1939,7 +1954,7 @@ static const tct_case cases[] = {
     TCT(format_one_still_read),
     TCT(sync_durability_syncs),        TCT(async_disk_read),
     TCT(inline_disk_read),
-    TCT(capacity_keeps_within_budget),
+    TCT(capacity_keeps_within_budget), TCT(capacity_without_live_maps),
     TCT(reclaim_rescues_items_read),
     TCT(reclaim_goes_on_when_idle),
     TCT(room_wait_syncs_the_rescues),

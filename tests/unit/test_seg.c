@@ -196,6 +196,14 @@ static void record_peek(void)
     TCT_EQ_U64(seg_rec_peek(bad, n, &r, &k), 0);
     for (size_t cut = 0; cut < n; cut++)
         TCT_EQ_U64(seg_rec_peek(buf, cut, &r, &k), 0);
+    /* The header alone says how long the record is, with no more of it
+     * at hand (reclaim reads a marked record's header and key only). */
+    TCT_EQ_U64(seg_rec_head(buf, &r), n);
+    TCT_CHECK(r.type == SEG_SET && r.klen == 2 && r.stored_len == 16);
+    TCT_EQ_U64(seg_rec_head(bad, &r), 0);
+    memcpy(bad, buf, n);
+    bad[28] = 0xff; bad[29] = 0xff; bad[30] = 0xff; bad[31] = 0xff;
+    TCT_EQ_U64(seg_rec_head(bad, &r), 0); /* raw: stored != raw length */
 }
 
 TCT_MAIN(TCT(crc_known_values), TCT(crc_paths_agree), TCT(segment_names), TCT(header_round_trip),
