@@ -148,24 +148,16 @@ uint64_t seg_rec_head(const unsigned char *p, seg_rec *r)
     return (n + SEG_ALIGN - 1) & ~(uint64_t)(SEG_ALIGN - 1);
 }
 
-size_t seg_rec_peek(const unsigned char *p, size_t avail, seg_rec *r,
-                    const unsigned char **key)
-{
-    if (avail < SEG_REC_HDR)
-        return 0;
-    uint64_t total = seg_rec_head(p, r);
-    if (total == 0 || total > avail)
-        return 0;
-    *key = p + SEG_REC_HDR;
-    return (size_t)total;
-}
-
 size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
                       const unsigned char **key, const unsigned char **stored)
 {
-    size_t total = seg_rec_peek(p, avail, r, key);
-    if (total == 0)
+    if (avail < SEG_REC_HDR)
         return 0;
+    uint64_t head = seg_rec_head(p, r);
+    if (head == 0 || head > avail)
+        return 0;
+    size_t total = (size_t)head;
+    *key = p + SEG_REC_HDR;
     size_t body = SEG_REC_HDR + r->klen + (size_t)r->stored_len;
     if (get32(p + 4) != crc32c(0, p + 8, body - 8))
         return 0;

@@ -129,19 +129,14 @@ size_t seg_rec_decode(const unsigned char *p, size_t avail, seg_rec *r,
                       const unsigned char **key,
                       const unsigned char **stored);
 /*
- * seg_rec_decode without the CRC: the header's magic and lengths alone.
- * For a reader that trusts nothing in the record but where it ends and
- * which key it names, and checks the key elsewhere (reclaim: against
- * the index).
- */
-size_t seg_rec_peek(const unsigned char *p, size_t avail, seg_rec *r,
-                    const unsigned char **key);
-/*
- * The header alone: seg_rec_peek's checks of the SEG_REC_HDR bytes at p
- * (which must be readable), without asking that the rest of the record
- * be. Returns the record's total size (which may pass the bytes at hand;
- * the key, if SEG_REC_HDR + r->klen of them are, is at p + SEG_REC_HDR),
- * or 0 if the header is not sane.
+ * seg_rec_decode's checks of the header alone (magic and sane lengths,
+ * not the CRC), of the SEG_REC_HDR bytes at p, which must be readable;
+ * the rest of the record need not be. For a reader that trusts nothing
+ * in the record but where it ends and which key it names, and checks the
+ * key elsewhere (reclaim: against the index). Returns the record's total
+ * size (which may pass the bytes at hand; the key, if SEG_REC_HDR +
+ * r->klen of them are, is at p + SEG_REC_HDR), or 0 if the header is not
+ * sane.
  */
 uint64_t seg_rec_head(const unsigned char *p, seg_rec *r);
 

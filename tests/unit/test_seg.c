@@ -171,41 +171,41 @@ static void record_lengths_checked(void)
     memcpy(bad, buf, n);
     bad[16] = 9; /* unknown type */
     TCT_EQ_U64(seg_rec_decode(bad, n, &r, &k, &v), 0);
-    TCT_EQ_U64(seg_rec_peek(bad, n, &r, &k), 0);
 }
 
-/* seg_rec_peek checks the header but not the CRC: it reads where a
- * record ends and its key whatever its value holds, and refuses what
- * seg_rec_decode refuses for its header. */
-static void record_peek(void)
+/* seg_rec_head checks the header alone, not the CRC: it reads where a
+ * record ends and its key whatever its value holds, with no more of the
+ * record at hand (reclaim reads a marked record's header and key only),
+ * and refuses what seg_rec_decode refuses for its header. */
+static void record_head(void)
 {
     unsigned char buf[256], bad[256];
     size_t n = make_record(buf, SEG_SET, "k1", "some value bytes", 5);
     seg_rec r;
-    const unsigned char *k;
-    TCT_EQ_U64(seg_rec_peek(buf, n, &r, &k), n);
-    TCT_CHECK(r.klen == 2 && memcmp(k, "k1", 2) == 0);
+    TCT_EQ_U64(seg_rec_head(buf, &r), n);
+    TCT_CHECK(r.type == SEG_SET && r.klen == 2 &&
+              memcmp(buf + SEG_REC_HDR, "k1", 2) == 0);
     TCT_EQ_U64(r.stored_len, 16);
     memcpy(bad, buf, n);
     bad[SEG_REC_HDR + 2 + 3] ^= 0x10; /* in the value */
-    const unsigned char *v;
+    const unsigned char *k, *v;
     TCT_EQ_U64(seg_rec_decode(bad, n, &r, &k, &v), 0);
-    TCT_EQ_U64(seg_rec_peek(bad, n, &r, &k), n);
+    TCT_EQ_U64(seg_rec_head(bad, &r), n);
     memcpy(bad, buf, n);
     bad[0] ^= 1; /* the magic */
-    TCT_EQ_U64(seg_rec_peek(bad, n, &r, &k), 0);
-    for (size_t cut = 0; cut < n; cut++)
-        TCT_EQ_U64(seg_rec_peek(buf, cut, &r, &k), 0);
-    /* The header alone says how long the record is, with no more of it
-     * at hand (reclaim reads a marked record's header and key only). */
-    TCT_EQ_U64(seg_rec_head(buf, &r), n);
-    TCT_CHECK(r.type == SEG_SET && r.klen == 2 && r.stored_len == 16);
     TCT_EQ_U64(seg_rec_head(bad, &r), 0);
     memcpy(bad, buf, n);
     bad[28] = 0xff; bad[29] = 0xff; bad[30] = 0xff; bad[31] = 0xff;
     TCT_EQ_U64(seg_rec_head(bad, &r), 0); /* raw: stored != raw length */
+    memcpy(bad, buf, n);
+    bad[16] = 9; /* unknown type */
+    TCT_EQ_U64(seg_rec_head(bad, &r), 0);
+    /* Decoding asks for the whole record. */
+    for (size_t cut = 0; cut < n; cut++)
+        TCT_EQ_U64(seg_rec_decode(buf, cut, &r, &k, &v), 0);
+    TCT_EQ_U64(seg_rec_decode(buf, n, &r, &k, &v), n);
 }
 
 TCT_MAIN(TCT(crc_known_values), TCT(crc_paths_agree), TCT(segment_names), TCT(header_round_trip),
          TCT(record_round_trip), TCT(record_damage_refused),
-         TCT(record_lengths_checked), TCT(record_peek))
+         TCT(record_lengths_checked), TCT(record_head))
