@@ -33,11 +33,11 @@
 
 /* ---- segments ---- */
 
+_Atomic bool disk_maps_off;
+
 /* A live map for segment fd (seg_info), zeroed: NULL when the file's
  * size is unknown or the maps' budget has no room for it (with seg_lock
  * held). */
-_Atomic bool disk_maps_off;
-
 static uint64_t *seg_map_new(disk *d, int fd, size_t *words)
 {
     struct stat sb;
@@ -530,6 +530,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
              atomic_load(&d->st_reclaim_dropped));
     stat_u64(fn, arg, "disk_reclaim_rescued",
              atomic_load(&d->st_reclaim_rescued));
+    stat_u64(fn, arg, "disk_reclaim_read_bytes",
+             atomic_load(&d->st_reclaim_read_bytes));
     stat_u64(fn, arg, "disk_over_budget", atomic_load(&d->st_over_budget));
     stat_u64(fn, arg, "disk_room_wait_timeouts",
              atomic_load(&d->st_room_timeouts));

@@ -276,6 +276,7 @@ struct disk {
     _Atomic uint64_t st_reclaimed_segs;
     _Atomic uint64_t st_reclaim_dropped;
     _Atomic uint64_t st_reclaim_rescued;
+    _Atomic uint64_t st_reclaim_read_bytes;
     _Atomic uint64_t st_over_budget;
     _Atomic uint64_t st_room_timeouts; /* the writer waited its second */
     _Atomic uint64_t st_durable_lsn;

@@ -196,6 +196,9 @@ static int64_t rc_read(disk *d, int fd, unsigned char *buf, size_t len,
         return -EIO;
     while (io_reap(d->rq, &done, 1, 1, -1) == 0)
         ;
+    if (done->res > 0)
+        atomic_fetch_add_explicit(&d->st_reclaim_read_bytes,
+                                  (uint64_t)done->res, memory_order_relaxed);
     return done->res;
 }
 
@@ -304,7 +307,7 @@ static bool rc_read_marked(disk *d, int fd, rc_job *j, const uint64_t *map,
 /* The keys of every SET record, reading the whole segment: for a segment
  * without a live map. */
 static bool rc_read_all(disk *d, int fd, rc_job *j, uint64_t len,
-                        size_t cap, size_t maxrec, size_t *aused)
+                        size_t cap, size_t *aused)
 {
     unsigned char *buf = j->buf;
     uint64_t base = 0; /* the file offset of buf[0] */
@@ -322,7 +325,7 @@ static bool rc_read_all(disk *d, int fd, rc_job *j, uint64_t len,
         while (p + SEG_REC_HDR <= have) {
             seg_rec r;
             uint64_t n = seg_rec_head(buf + p, &r);
-            if (n == 0 || n > maxrec || (end && p + n > have)) {
+            if (n == 0 || n > cap || (end && p + n > have)) {
                 p += SEG_ALIGN; /* damage or the end: look further */
                 continue;
             }
@@ -375,7 +378,7 @@ static bool rc_read_keys(disk *d, int fd, rc_job *j)
     /* A map covers its segment unless the file grew past it. */
     bool ok = map != NULL && (uint64_t)words * 64 * SEG_MAP_UNIT >= len
                   ? rc_read_marked(d, fd, j, map, words, len, &aused)
-                  : rc_read_all(d, fd, j, len, cap, maxrec, &aused);
+                  : rc_read_all(d, fd, j, len, cap, &aused);
     if (!ok || j->nkeys == 0)
         return ok;
     for (size_t i = 0; i < j->nkeys; i++)

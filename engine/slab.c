@@ -24,8 +24,8 @@
 
 #define SLAB_SMALL_MAX 1024
 #define SLAB_SMALL_CLASSES (SLAB_SMALL_MAX / 8)
-/* 1 KiB..8 KiB, 32 per doubling */
-#define SLAB_LARGE_CLASSES 96
+/* Past 1 KiB, 32 per doubling, up to SLAB_CHUNK_MAX (4608) */
+#define SLAB_LARGE_CLASSES 68
 #define SLAB_CLASSES (SLAB_SMALL_CLASSES + SLAB_LARGE_CLASSES)
 #define SLAB_HDR 64
 #define SLAB_REGION_PAGES 32

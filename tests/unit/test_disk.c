@@ -1100,12 +1100,13 @@ static bool get_noise(tc_engine *e, const char *prefix, unsigned i)
 }
 
 /* A fresh directory under a budget of 32 MiB (segments of 2 MiB) and
- * items up to 64 KiB, opened with mem_limit bytes of memory; cfg is kept
- * for reopening. */
-static tc_engine *open_budget(tc_config *cfg, tcu_clock *clk,
-                              size_t mem_limit)
+ * items up to 64 KiB, opened with mem_limit bytes of memory, its segments
+ * with live maps or without; cfg is kept for reopening. */
+static tc_engine *open_budget_maps(tc_config *cfg, tcu_clock *clk,
+                                   size_t mem_limit, bool maps)
 {
     fresh_dir();
+    atomic_store(&disk_maps_off, !maps);
     cfg_disk(cfg, clk);
     cfg->disk_size = (uint64_t)32 << 20;
     cfg->mem_limit = mem_limit;
@@ -1115,6 +1116,12 @@ static tc_engine *open_budget(tc_config *cfg, tcu_clock *clk,
     return e;
 }
 
+static tc_engine *open_budget(tc_config *cfg, tcu_clock *clk,
+                              size_t mem_limit)
+{
+    return open_budget_maps(cfg, clk, mem_limit, true);
+}
+
 /* Writing far past disk_size keeps the directory within it (plus one
  * segment) and the newest data readable; with live maps (reclaim reads
  * the marked records alone) or without (it reads whole segments). */
@@ -1122,8 +1129,7 @@ static void capacity_run(bool maps)
 {
     tcu_clock clk = {0};
     tc_config cfg;
-    atomic_store(&disk_maps_off, !maps);
-    tc_engine *e = open_budget(&cfg, &clk, 2 << 20);
+    tc_engine *e = open_budget_maps(&cfg, &clk, 2 << 20, maps);
     uint64_t seg = cfg.disk_size / 16;
     char key[64], val[NOISE_LEN];
     const unsigned n = 60000; /* about 120 MB: four budgets */
@@ -1139,6 +1145,12 @@ static void capacity_run(bool maps)
                 worst = b;
         }
     }
+    /* Without maps, reclaim read its segments whole. */
+    uint64_t read = tcu_stat(e, "disk_reclaim_read_bytes");
+    uint64_t whole = tcu_stat(e, "disk_reclaimed_segments") * seg;
+    printf("# reclaim read %llu bytes of %llu\n", (unsigned long long)read,
+           (unsigned long long)whole);
+    TCT_CHECK(whole > 0 && (maps || read >= whole));
     /* Let the journal and reclaim catch up, then look again. */
     tc_close(e);
     e = NULL;
@@ -1283,6 +1295,26 @@ static size_t check_live_maps(tc_engine *e)
     return c.n;
 }
 
+/* live_maps_match_the_index's keys: one in five 250 bytes long (a
+ * record's header and key are all reclaim reads of it: the longest key
+ * must be read whole). */
+static size_t map_key(char *key, unsigned k)
+{
+    size_t kl = tcu_key(key, "map:", k);
+    if (k % 5 == 0) {
+        memset(key + kl, 'k', 250 - kl);
+        kl = 250;
+    }
+    return kl;
+}
+
+/* Its values: 200 to 1199 bytes, one in ten 9 to 12 KB (records far
+ * enough apart that reclaim reads the live ones on their own). */
+static size_t map_value_len(unsigned i)
+{
+    return i % 10 == 0 ? 9000 + i % 3000 : 200 + i % 1000;
+}
+
 /* Sets, overwrites, deletes and touches of a few thousand keys, four
  * budgets' worth: reclaim reads only the keys a segment's live map marks
  * (reclaim.c), so a mark missing would leave a live key pointing into a
@@ -1298,11 +1330,11 @@ static void live_maps_match_the_index(void)
     static unsigned seed_of[KEYS]; /* 0: absent; else the value's seed */
     memset(seed_of, 0, sizeof(seed_of));
     uint64_t rng = tct_seed();
-    char key[64], val[1200];
+    char key[256], val[12000];
     for (unsigned i = 1; i <= OPS; i++) {
         unsigned k = (unsigned)(tct_rand(&rng) % KEYS);
         unsigned op = (unsigned)(tct_rand(&rng) % 16);
-        size_t kl = tcu_key(key, "map:", k);
+        size_t kl = map_key(key, k);
         if (op == 0) {
             tc_status st = tc_delete(e, key, kl);
             TCT_CHECK(st == TC_OK || st == TC_ENOTFOUND);
@@ -1311,7 +1343,7 @@ static void live_maps_match_the_index(void)
             tc_status st = tc_touch(e, key, kl, 0);
             TCT_CHECK(st == TC_OK || st == TC_ENOTFOUND);
         } else {
-            size_t len = 200 + i % 1000;
+            size_t len = map_value_len(i);
             noise(val, len, i);
             TCT_EQ_ST(tc_store(e, TC_SET, key, kl, val, len, 0, 0, 0, NULL),
                       TC_OK);
@@ -1329,20 +1361,26 @@ static void live_maps_match_the_index(void)
     TCT_CHECK(reclaimed > 0);
     TCT_CHECK(tcu_stat(e, "disk_live_map_bytes") > 0);
     TCT_CHECK(check_live_maps(e) > 0);
+    /* Reclaim read around the marked records only, not whole segments. */
+    uint64_t read = tcu_stat(e, "disk_reclaim_read_bytes");
+    printf("# reclaim read %llu bytes of %llu segments of %llu\n",
+           (unsigned long long)read, (unsigned long long)reclaimed,
+           (unsigned long long)(cfg.disk_size / 16));
+    TCT_CHECK(read < reclaimed * (cfg.disk_size / 16) / 2);
     tc_close(e);
     e = NULL;
     TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
     TCT_CHECK(check_live_maps(e) > 0);
     uint64_t found = 0;
     for (unsigned k = 0; k < KEYS; k++) {
-        size_t kl = tcu_key(key, "map:", k);
+        size_t kl = map_key(key, k);
         tc_item *it = NULL;
         if (tc_get(e, key, kl, &it) != TC_OK)
             continue;
         found++;
         tc_view v;
         tc_item_view(it, &v);
-        size_t len = 200 + seed_of[k] % 1000;
+        size_t len = map_value_len(seed_of[k]);
         noise(val, len, seed_of[k]);
         TCT_CHECK(seed_of[k] != 0 && v.value_len == len &&
                   memcmp(v.value, val, len) == 0);
