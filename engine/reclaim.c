@@ -254,8 +254,9 @@ static uint64_t rc_map_next(const uint64_t *map, size_t words, uint64_t from)
 }
 
 /* The keys of the records map marks, reading only around them: under
- * 4 KiB sets, reading whole segments for the keys of the live third of
- * their records was a tenth of the server's CPU (bench/RESULTS.md). */
+ * 4 KiB sets of 100k keys, reading whole segments for the keys of the
+ * records still live (about one in six: 2,470 of some 16,000 a segment)
+ * took 7% of the server's samples (bench/RESULTS.md, eleventh pass). */
 static bool rc_read_marked(disk *d, int fd, rc_job *j, const uint64_t *map,
                            size_t words, uint64_t len, size_t *aused)
 {
