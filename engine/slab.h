@@ -11,7 +11,7 @@
  * the index writer's thread took 8% of the server's CPU under 4 KiB sets
  * (bench/RESULTS.md). What a page's chunks leave of it is not counted in
  * an item's cost: at most 6.2% of the page (the 4096-byte class, 15
- * chunks), under 4% for all but five classes. Larger items go to malloc,
+ * chunks), under 4% for all but six classes. Larger items go to malloc,
  * whose 8-byte header and 16-byte rounding cost them little; bigger
  * classes would leave more of a page unused (8192 bytes fit seven
  * times, leaving 12%).
