@@ -372,12 +372,6 @@ void disk_seg_live_locked(disk *d, seg_info **last, uint64_t id, uint32_t off,
 /* Segment id's live map (seg_info), or NULL; for the index writer, the
  * only thread that changes it or frees it (with the segment). */
 const uint64_t *disk_seg_map(disk *d, uint64_t id, size_t *words);
-static inline bool seg_map_has(const uint64_t *map, size_t words,
-                               uint64_t off)
-{
-    uint64_t bit = off / SEG_MAP_UNIT;
-    return bit / 64 >= words || (map[bit / 64] >> (bit % 64) & 1) != 0;
-}
 /* Takes segment i out of the table (seg_lock held); returns its fd. */
 int disk_seg_remove(disk *d, size_t i);
 /* Creates segment id (file, preallocation, header, directory fsync),
