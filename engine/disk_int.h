@@ -111,6 +111,9 @@ extern _Atomic bool journal_sync_soon_off;
 /* Tests only: segments get no live map, as when the maps' budget has no
  * room (reclaim then reads whole segments). */
 extern _Atomic bool disk_maps_off;
+/* Tests only: the journal writer takes no batch while set (what is
+ * logged meanwhile is taken in one batch once it is cleared). */
+extern _Atomic bool journal_held;
 
 struct disk {
     disk_config cfg;
@@ -161,6 +164,11 @@ struct disk {
     zc *wz;
     unsigned char *wbuf;
     size_t wbuf_cap;
+    /* The values of the piece being encoded that are written from their
+     * items (journal.c: JR_IOV_MIN), and the iovecs of its write. */
+    struct jr_part *jw_parts;
+    size_t jw_nparts;
+    struct iovec *jw_iov;
     /* The writer's batch as an array, for jr_supersede. */
     jr_entry **jw_ents;
     bool *jw_skip;

@@ -71,6 +71,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "disk_int.h"
@@ -136,6 +137,26 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
  * (disk_fold_begin): 100-byte sets of 1M keys, Zipf 0.99, folded 7.4M of
  * 15.8M sets at 8 MiB against 6.4M of 15.9M at 1 MiB (bench/RESULTS.md). */
 #define JR_WAKE_BYTES ((size_t)8 << 20)
+/* Values of this size or more (stored raw) are not copied into the
+ * encoding buffer: the piece is written with writev, each such value
+ * from its item, between the headers, keys and padding in the buffer.
+ * The items cannot change meanwhile: each entry of the batch holds a
+ * reference to its item, a taken batch is no longer folded into
+ * (q_fold_from), and an item is rewritten in place only when the table
+ * holds the one reference to it, or a queued record the other
+ * (mem_rewrite). Under 4 KiB sets the copy was 5% of the server's CPU
+ * (bench/RESULTS.md). A piece has at most JR_PARTS such values (two
+ * iovecs each, and one for the rest of the buffer: under IOV_MAX), about
+ * 1 MiB of 4 KiB values: the values the CRC has just read are still in
+ * the core's cache when the kernel copies them. */
+#define JR_IOV_MIN ((size_t)1024)
+#define JR_PARTS 256
+
+struct jr_part {
+    size_t wend;              /* the buffer's bytes before the value end here */
+    const unsigned char *val; /* the value, in its item */
+    size_t vlen;
+};
 
 typedef struct jr_chunk {
     struct jr_chunk *next; /* among the spares */
@@ -588,20 +609,38 @@ static int writer_sync(disk *d, int extra_fd)
     return rc;
 }
 
-/* Writes n bytes of wbuf at off of the current segment. */
-static int writer_write(disk *d, size_t n, uint64_t off)
+/* Writes a piece of total bytes at off of the current segment: the n
+ * bytes of wbuf, with the values of d->jw_parts between them (writev),
+ * and forgets the parts. */
+static int writer_write(disk *d, size_t n, size_t total, uint64_t off)
 {
-    if (n == 0)
+    if (total == 0)
         return 0;
     io_op op;
-    io_prep_write(&op, d->cur_fd, d->wbuf, n, off);
+    if (d->jw_nparts == 0) {
+        io_prep_write(&op, d->cur_fd, d->wbuf, n, off);
+    } else {
+        int k = 0;
+        size_t from = 0;
+        for (size_t i = 0; i < d->jw_nparts; i++) {
+            const struct jr_part *p = &d->jw_parts[i];
+            if (p->wend > from)
+                d->jw_iov[k++] = (struct iovec){d->wbuf + from, p->wend - from};
+            d->jw_iov[k++] = (struct iovec){(void *)(uintptr_t)p->val, p->vlen};
+            from = p->wend;
+        }
+        if (n > from)
+            d->jw_iov[k++] = (struct iovec){d->wbuf + from, n - from};
+        io_prep_writev(&op, d->cur_fd, d->jw_iov, k, off);
+        d->jw_nparts = 0;
+    }
     uint64_t t0 = disk_now_ns();
     int64_t r = writer_io(d, &op);
     d->wr_ns += disk_now_ns() - t0;
-    d->wr_bytes += n;
+    d->wr_bytes += total;
     if (r < 0)
         return (int)r;
-    atomic_fetch_add(&d->st_journal_bytes, (uint64_t)n);
+    atomic_fetch_add(&d->st_journal_bytes, (uint64_t)total);
     return 0;
 }
 
@@ -787,6 +826,7 @@ static int writer_next_segment(disk *d, uint64_t lsn)
 }
 
 _Atomic bool journal_sync_soon_off;
+_Atomic bool journal_held;
 
 void journal_sync_soon(disk *d, uint64_t lsn)
 {
@@ -871,6 +911,24 @@ static const unsigned char *record_value(disk *d, jr_entry *e, seg_rec *r,
     return *scratch;
 }
 
+/* Whether values may be written from their items: the arrays for it are
+ * allocated at the first use (out of memory, values are copied). */
+static bool jw_parts_ready(disk *d)
+{
+    if (d->jw_parts == NULL) {
+        d->jw_parts = malloc(JR_PARTS * sizeof(*d->jw_parts));
+        d->jw_iov = malloc((2 * JR_PARTS + 1) * sizeof(*d->jw_iov));
+        if (d->jw_parts == NULL || d->jw_iov == NULL) {
+            free(d->jw_parts);
+            free(d->jw_iov);
+            d->jw_parts = NULL;
+            d->jw_iov = NULL;
+            return false;
+        }
+    }
+    return true;
+}
+
 /*
  * Encodes and writes a batch, and hands it on (writer_written). A failed
  * write fails the entries from it on (seg 0).
@@ -879,7 +937,9 @@ static void writer_write_batch(disk *d, jr_entry *batch)
 {
     static const unsigned char no_key[1] = {0};
     unsigned char *scratch = NULL;
-    size_t scratch_cap = 0, used = 0;
+    /* used: bytes in wbuf; piece: bytes of the piece, its values written
+     * from their items included. */
+    size_t scratch_cap = 0, used = 0, piece = 0;
     uint64_t start = d->cur_off, raw = 0, stored = 0, hurried = 0;
     int rc = 0;
     /* The items were written by the workers long enough ago to have left
@@ -924,8 +984,10 @@ static void writer_write_batch(disk *d, jr_entry *batch)
         if (e->type == SEG_SET)
             val = record_value(d, e, &r, &scratch, &scratch_cap, &hurried);
         size_t size = seg_rec_size(r.klen, r.stored_len);
-        if (rc == 0 && d->cur_off + used + size > d->cfg.segment_size) {
-            rc = writer_write(d, used, start);
+        bool by_ref = val != NULL && r.codec == SEG_RAW &&
+                      r.stored_len >= JR_IOV_MIN && jw_parts_ready(d);
+        if (rc == 0 && d->cur_off + piece + size > d->cfg.segment_size) {
+            rc = writer_write(d, used, piece, start);
             if (rc == 0) {
                 if (d->jw_extra_fd >= 0 && d->jw_extra_fd != d->cur_fd)
                     rc = writer_sync(d, d->jw_extra_fd); /* one pending */
@@ -933,27 +995,38 @@ static void writer_write_batch(disk *d, jr_entry *batch)
                 if (rc == 0)
                     rc = writer_next_segment(d, e->lsn);
             }
-            used = 0;
+            used = piece = 0;
             start = d->cur_off;
-        } else if (rc == 0 && used > 0 && used + size > JR_WBUF_MAX) {
+        } else if (rc == 0 && piece > 0 &&
+                   (piece + size > JR_WBUF_MAX ||
+                    (by_ref && d->jw_nparts == JR_PARTS))) {
             /* A large batch goes out in pieces: the buffer stays small. */
-            rc = writer_write(d, used, start);
-            d->cur_off = start + used;
-            used = 0;
+            rc = writer_write(d, used, piece, start);
+            d->cur_off = start + piece;
+            used = piece = 0;
             start = d->cur_off;
         }
-        if (rc == 0 && !wbuf_reserve(d, used + size))
+        size_t in_buf = by_ref ? size - r.stored_len : size;
+        if (rc == 0 && !wbuf_reserve(d, used + in_buf))
             rc = -ENOMEM;
         if (rc != 0) {
             e->seg = 0; /* not written */
             continue;
         }
-        seg_rec_encode(d->wbuf + used, &r, key, val);
+        if (by_ref) {
+            size_t head = seg_rec_encode_head(d->wbuf + used, &r, key, val);
+            d->jw_parts[d->jw_nparts++] =
+                (struct jr_part){used + head, val, r.stored_len};
+            memset(d->wbuf + used + head, 0, in_buf - head); /* padding */
+        } else {
+            seg_rec_encode(d->wbuf + used, &r, key, val);
+        }
         e->seg = d->cur_seg;
-        e->off = (uint32_t)(d->cur_off + used);
+        e->off = (uint32_t)(d->cur_off + piece);
         e->len = (uint32_t)size;
         e->codec = r.codec;
-        used += size;
+        used += in_buf;
+        piece += size;
         raw += r.raw_len;
         stored += r.stored_len;
     }
@@ -964,9 +1037,10 @@ static void writer_write_batch(disk *d, jr_entry *batch)
         atomic_fetch_add_explicit(&d->st_raw_hurried, hurried,
                                   memory_order_relaxed);
     if (rc == 0)
-        rc = writer_write(d, used, start);
+        rc = writer_write(d, used, piece, start);
     if (rc == 0)
-        d->cur_off = start + used;
+        d->cur_off = start + piece;
+    d->jw_nparts = 0; /* a failed batch leaves some */
     free(scratch);
     writer_written(d, batch, tail, rc);
 }
@@ -1103,10 +1177,12 @@ static void *writer_main(void *arg)
                 pthread_mutex_lock(&d->q_lock);
                 syncing = d->jw_sync_left > 0;
             }
-            if (d->q_head != NULL &&
+            bool held = atomic_load_explicit(&journal_held,
+                                             memory_order_relaxed);
+            if (d->q_head != NULL && !held &&
                 (!syncing || woken || d->q_bytes >= writer_wake_bytes(d)))
                 break;
-            uint64_t wait_ms = syncing ? 1 : JR_WAIT_IDLE_MS;
+            uint64_t wait_ms = syncing || held ? 1 : JR_WAIT_IDLE_MS;
             if (d->jw_written != NULL && !syncing) {
                 uint64_t due = d->jw_last_sync + period, now = disk_now_us();
                 if (due <= now || writer_sync_wanted(d) ||
@@ -1129,7 +1205,11 @@ static void *writer_main(void *arg)
             woken = !d->jr_sleeping; /* writer_wake's signal */
             d->jr_sleeping = d->jr_idle = d->jr_syncing = false;
         }
-        jr_entry *batch = d->q_head;
+        /* (a sync due ends the wait of a held writer too) */
+        jr_entry *batch = d->stopping || !atomic_load_explicit(
+                                             &journal_held, memory_order_relaxed)
+                              ? d->q_head
+                              : NULL;
         bool behind = atomic_exchange_explicit(&d->held_back, false,
                                                memory_order_relaxed);
         if (behind)
@@ -1142,9 +1222,11 @@ static void *writer_main(void *arg)
                       taken - d->zc_behind_ns < JR_ZC_BEHIND_NS &&
                       !journal_zc_pays(d->zc_ns, d->zc_in, d->zc_saved,
                                        d->wr_ns, d->wr_bytes);
-        d->q_head = d->q_tail = NULL;
-        d->q_bytes = 0;
-        d->q_fold_from = d->next_lsn; /* what it takes is no longer folded */
+        if (batch != NULL) {
+            d->q_head = d->q_tail = NULL;
+            d->q_bytes = 0;
+            d->q_fold_from = d->next_lsn; /* what it takes: no more folds */
+        }
         bool stopping = d->stopping;
         pthread_mutex_unlock(&d->q_lock);
 
@@ -1232,6 +1314,10 @@ void journal_stop(disk *d)
     free(d->wbuf);
     d->wbuf = NULL;
     d->wbuf_cap = 0;
+    free(d->jw_parts);
+    free(d->jw_iov);
+    d->jw_parts = NULL;
+    d->jw_iov = NULL;
     free(d->jw_ents);
     free(d->jw_skip);
     d->jw_ents = NULL;

@@ -90,10 +90,9 @@ bool seg_header_decode(const unsigned char in[SEG_HDR_SIZE], seg_header *h)
            get32(in + 60) == crc32c(0, in, 60) && h->size > SEG_HDR_SIZE;
 }
 
-void seg_rec_encode(unsigned char *out, const seg_rec *r, const void *key,
-                    const void *stored)
+size_t seg_rec_encode_head(unsigned char *out, const seg_rec *r,
+                           const void *key, const void *stored)
 {
-    size_t total = seg_rec_size(r->klen, r->stored_len);
     put32(out, SEG_REC_MAGIC);
     put64(out + 8, r->lsn);
     out[16] = r->type;
@@ -108,11 +107,22 @@ void seg_rec_encode(unsigned char *out, const seg_rec *r, const void *key,
     put64(out + 40, r->cas);
     if (r->klen > 0)
         memcpy(out + SEG_REC_HDR, key, r->klen);
+    size_t head = SEG_REC_HDR + r->klen;
+    uint32_t crc = crc32c(0, out + 8, head - 8);
     if (r->stored_len > 0)
-        memcpy(out + SEG_REC_HDR + r->klen, stored, r->stored_len);
-    size_t body = SEG_REC_HDR + r->klen + r->stored_len;
-    memset(out + body, 0, total - body);
-    put32(out + 4, crc32c(0, out + 8, body - 8));
+        crc = crc32c(crc, stored, r->stored_len);
+    put32(out + 4, crc);
+    return head;
+}
+
+void seg_rec_encode(unsigned char *out, const seg_rec *r, const void *key,
+                    const void *stored)
+{
+    size_t head = seg_rec_encode_head(out, r, key, stored);
+    if (r->stored_len > 0)
+        memcpy(out + head, stored, r->stored_len);
+    size_t body = head + r->stored_len;
+    memset(out + body, 0, seg_rec_size(r->klen, r->stored_len) - body);
 }
 
 bool seg_rec_magic_at(const unsigned char *p)

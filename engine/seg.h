@@ -118,6 +118,16 @@ bool seg_header_decode(const unsigned char in[SEG_HDR_SIZE], seg_header *h);
  */
 void seg_rec_encode(unsigned char *out, const seg_rec *r, const void *key,
                     const void *stored);
+/*
+ * The same record without its stored value and padding: writes the
+ * header and the key at out, with the CRC of the whole record (stored
+ * is read, not copied), and returns their size (SEG_REC_HDR + klen). The
+ * caller puts the stored value after them, then seg_rec_size() - head -
+ * stored_len zero bytes (the journal writer writes values from their
+ * items this way, without copying them).
+ */
+size_t seg_rec_encode_head(unsigned char *out, const seg_rec *r,
+                           const void *key, const void *stored);
 
 /*
  * Checks the record at p, of which avail bytes are readable: magic,
