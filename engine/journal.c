@@ -151,6 +151,7 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
  * the core's cache when the kernel copies them. */
 #define JR_IOV_MIN ((size_t)1024)
 #define JR_PARTS 256
+#define JR_PREFETCH_MAX ((size_t)8192)
 
 struct jr_part {
     size_t wend;              /* the buffer's bytes before the value end here */
@@ -962,6 +963,15 @@ static void writer_write_batch(disk *d, jr_entry *batch)
                 __builtin_prefetch(p + 128);
             }
             ahead = ahead->next;
+        }
+        /* and the whole of the next item, read by the CRC after this one
+         * (its header came AHEAD entries ago) */
+        jr_entry *n = e->next;
+        if (n != NULL && n->item != NULL && !n->coalesced) {
+            const char *p = (const char *)n->item;
+            size_t len = item_total(n->item);
+            for (size_t at = 192; at < len && at < JR_PREFETCH_MAX; at += 64)
+                __builtin_prefetch(p + at);
         }
         if (e->coalesced)
             continue;
