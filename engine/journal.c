@@ -9,7 +9,10 @@
  * The journal writer takes the whole queue at once (group commit),
  * leaves out the entries a later entry of their key in the batch replaces
  * (writer_coalesce), encodes the rest into one buffer per segment they go
- * to, writes it with one operation, and then, as the durability mode
+ * to (values of JR_IOV_MIN or more stay in their items: the buffer holds
+ * the rest of their records), writes it with one operation (a writev
+ * when values stay in their items; pieces of JR_WBUF_MAX bytes or
+ * JR_PARTS such values at most), and then, as the durability mode
  * says:
  *   SYNC   fdatasyncs the segment(s) before anything else: the records
  *          are durable, their waiters are woken, the index gets them;
