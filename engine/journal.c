@@ -1218,11 +1218,11 @@ static void *writer_main(void *arg)
             woken = !d->jr_sleeping; /* writer_wake's signal */
             d->jr_sleeping = d->jr_idle = d->jr_syncing = false;
         }
-        /* (a sync due ends the wait of a held writer too) */
-        jr_entry *batch = d->stopping || !atomic_load_explicit(
-                                             &journal_held, memory_order_relaxed)
-                              ? d->q_head
-                              : NULL;
+        /* A sync due ends the wait of a held writer too: it takes no
+         * batch then, unless the engine is stopping. */
+        bool hold = !d->stopping &&
+                    atomic_load_explicit(&journal_held, memory_order_relaxed);
+        jr_entry *batch = hold ? NULL : d->q_head;
         bool behind = atomic_exchange_explicit(&d->held_back, false,
                                                memory_order_relaxed);
         if (behind)
