@@ -139,6 +139,24 @@ void disk_seg_live(disk *d, uint64_t id, uint32_t off, int64_t delta)
     pthread_mutex_unlock(&d->seg_lock);
 }
 
+void disk_seg_set_direct(disk *d, uint64_t id)
+{
+    pthread_mutex_lock(&d->seg_lock);
+    seg_info *s = seg_find(d, id);
+    if (s != NULL)
+        s->direct = true;
+    pthread_mutex_unlock(&d->seg_lock);
+}
+
+bool disk_seg_direct(disk *d, uint64_t id)
+{
+    pthread_mutex_lock(&d->seg_lock);
+    seg_info *s = seg_find(d, id);
+    bool direct = s != NULL && s->direct;
+    pthread_mutex_unlock(&d->seg_lock);
+    return direct;
+}
+
 const uint64_t *disk_seg_map(disk *d, uint64_t id, size_t *words)
 {
     pthread_mutex_lock(&d->seg_lock);
@@ -340,6 +358,9 @@ tc_status disk_open(const disk_config *cfg, mem *m, disk **out,
         snprintf(why, why_len, "reading the index: %s", tc_strerror(st));
         goto fail;
     }
+    /* Segments this process creates, and the current one if it holds
+     * no record yet. */
+    d->kl_from = d->cur_off <= SEG_HDR_SIZE ? d->cur_seg : d->cur_seg + 1;
     if ((st = indexer_start(d)) != TC_OK ||
         (st = journal_start(d)) != TC_OK || (st = reader_start(d)) != TC_OK) {
         snprintf(why, why_len, "starting the disk threads: %s",
@@ -522,6 +543,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
     fn(arg, "compress_ratio", buf);
     stat_u64(fn, arg, "compress_skipped_behind",
              atomic_load(&d->st_raw_hurried));
+    stat_u64(fn, arg, "journal_direct_segments",
+             atomic_load(&d->st_direct_segs));
     stat_u64(fn, arg, "journal_writer_behind",
              atomic_load(&d->st_writer_behind));
     stat_u64(fn, arg, "disk_reclaimed_segments",
@@ -532,6 +555,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
              atomic_load(&d->st_reclaim_rescued));
     stat_u64(fn, arg, "disk_reclaim_read_bytes",
              atomic_load(&d->st_reclaim_read_bytes));
+    stat_u64(fn, arg, "disk_reclaim_listed_segs",
+             atomic_load(&d->st_reclaim_listed));
     stat_u64(fn, arg, "disk_over_budget", atomic_load(&d->st_over_budget));
     stat_u64(fn, arg, "disk_room_wait_timeouts",
              atomic_load(&d->st_room_timeouts));

@@ -62,6 +62,7 @@ typedef struct disk_config {
     int compress_level;    /* 0: off */
     size_t compress_min;   /* values below it are stored raw */
     io_backend backend;
+    tc_direct direct_writes; /* journal writes with O_DIRECT (journal.c) */
     size_t item_max;
     size_t queue_max;      /* bytes logged and not yet durable, at most */
     size_t index_max;      /* bytes logged and not yet indexed, at most

@@ -99,6 +99,9 @@ typedef struct seg_info {
      * reclaim reads every key. */
     uint64_t *map;
     size_t map_words;
+    /* Written with O_DIRECT (journal.c), so not in the page cache:
+     * reclaim reads it with O_DIRECT too. */
+    bool direct;
 } seg_info;
 
 #define SEG_MAP_UNIT 32
@@ -111,6 +114,8 @@ extern _Atomic bool journal_sync_soon_off;
 /* Tests only: segments get no live map, as when the maps' budget has no
  * room (reclaim then reads whole segments). */
 extern _Atomic bool disk_maps_off;
+/* Tests only: no key lists (reclaim reads the keys back). */
+extern _Atomic bool reclaim_lists_off;
 /* Tests only: the journal writer takes no batch while set (what is
  * logged meanwhile is taken in one batch once it is cleared). */
 extern _Atomic bool journal_held;
@@ -186,6 +191,19 @@ struct disk {
     uint64_t cur_seg; /* the segment being appended to */
     int cur_fd;
     uint64_t cur_off; /* where the next record goes */
+    /* Direct writes (O_DIRECT, journal.c: writer_piece_base): the
+     * current segment opened for them, or -1 (buffered writes through
+     * cur_fd); whether that was decided for the current segment;
+     * jw_direct false once they are off (by config, or after one
+     * failed). The bytes of the segment's last block before cur_off are
+     * wbuf's first jw_carry: every direct write starts at a block's
+     * start. jw_rec_avg: the stored bytes of the records written lately,
+     * per record (auto mode's measure). */
+    int jw_dfd;
+    bool jw_seg_decided;
+    bool jw_direct;
+    size_t jw_carry;
+    uint64_t jw_rec_avg;
     unsigned zc_misses;  /* compressions in a row that did not pay */
     unsigned zc_skipped; /* values stored raw untried since (journal.c) */
     unsigned zc_every;   /* then one value in this many is tried */
@@ -236,6 +254,8 @@ struct disk {
 
     /* Reclaim (reclaim.c), done by the index writer. */
     io_queue *rq;
+    struct rc_job *rc_read[4]; /* segments planned, their keys being read */
+    size_t rc_nread;
     struct rc_job *rc_job[4]; /* segments read, to drain (reclaim.c) */
     size_t rc_njob;
     struct rc_job *rc_spare[4]; /* drained jobs whose arrays are kept */
@@ -243,6 +263,13 @@ struct disk {
     uint64_t rc_segs[4];   /* segments drained, waiting to be deleted */
     size_t rc_n;
     _Atomic uint64_t rc_drain_lsn; /* when their rescues are all indexed */
+    /* Key lists (reclaim.c): for each segment written with O_DIRECT since
+     * open (ids from kl_from on), the keys of the SET records the index
+     * writer indexed in it, so that reclaim need not read them back from
+     * the device; kl_bytes of them, within disk_config.map_max. */
+    struct kl_seg *kl;
+    size_t kl_n, kl_cap, kl_bytes;
+    uint64_t kl_from;
     /* A drain waits for the records up to this LSN to be durable: the
      * journal writer syncs without waiting for flush_ms until they are. */
     _Atomic uint64_t sync_for_lsn;
@@ -281,10 +308,12 @@ struct disk {
     _Atomic uint64_t st_stored_bytes;
     _Atomic uint64_t st_raw_hurried; /* values stored raw untried, behind */
     _Atomic uint64_t st_writer_behind; /* batches taken after a hold-back */
+    _Atomic uint64_t st_direct_segs; /* segments written with O_DIRECT */
     _Atomic uint64_t st_reclaimed_segs;
     _Atomic uint64_t st_reclaim_dropped;
     _Atomic uint64_t st_reclaim_rescued;
     _Atomic uint64_t st_reclaim_read_bytes;
+    _Atomic uint64_t st_reclaim_listed; /* segments whose keys were listed */
     _Atomic uint64_t st_over_budget;
     _Atomic uint64_t st_room_timeouts; /* the writer waited its second */
     _Atomic uint64_t st_durable_lsn;
@@ -337,6 +366,13 @@ void reclaim_step(disk *d);
 /* Frees the arrays kept for the next segments to reclaim (when the
  * index writer idles, and at its end). */
 void reclaim_trim(disk *d);
+/* After a commit: lists the keys of the SET records among ents that
+ * went into segments written with O_DIRECT (all but those skip marks,
+ * in the order they were logged), for reclaim. */
+void reclaim_list_keys(disk *d, jr_entry *const *ents, const bool *skip,
+                       size_t n);
+/* Frees the key lists (at the index writer's end). */
+void reclaim_lists_free(disk *d);
 /* Bytes the directory holds: segments and the index file. */
 uint64_t disk_usage(disk *d);
 
@@ -366,6 +402,14 @@ struct warm;
 
 /* disk.c: the segment table. */
 tc_status disk_seg_add(disk *d, uint64_t id, int fd);
+/* Takes reclaim's direct reads that ended, for as long as one ends
+ * within timeout_ms of the last (-1: until all are over, as before its
+ * queue goes). */
+void reclaim_reads_poll(disk *d, int timeout_ms);
+/* Marks segment id as written with O_DIRECT (seg_info.direct). */
+void disk_seg_set_direct(disk *d, uint64_t id);
+/* Whether segment id is written with O_DIRECT. */
+bool disk_seg_direct(disk *d, uint64_t id);
 /* An fd of segment id for reading, or -1. */
 int disk_seg_fd(disk *d, uint64_t id);
 /* Adds delta to the live bytes of segment id; marks the record at off

@@ -42,6 +42,7 @@ void tc_config_init(tc_config *cfg)
     cfg->flush_ms = 100;
     cfg->compress_level = 1;
     cfg->io_backend = NULL;
+    cfg->direct_writes = TC_DIRECT_AUTO;
     cfg->warm = TC_WARM_HOT;
     cfg->hot_snapshot_s = 60;
 }
@@ -96,6 +97,7 @@ static tc_status engine_open_disk(tc_engine *e)
         .compress_level = c->compress_level,
         .compress_min = ENGINE_COMPRESS_MIN,
         .backend = backend,
+        .direct_writes = c->direct_writes,
         .item_max = c->item_size_max,
         .queue_max = queue_max,
         .index_max = index_max,
@@ -143,7 +145,8 @@ tc_status tc_open(const tc_config *cfg, tc_engine **out)
         ((unsigned)c.durability > TC_DURABILITY_NONE ||
          c.disk_size < 4 * (uint64_t)c.item_size_max ||
          c.compress_level < 0 || c.compress_level > 22 ||
-         (unsigned)c.warm > TC_WARM_ALL))
+         (unsigned)c.warm > TC_WARM_ALL ||
+         (unsigned)c.direct_writes > TC_DIRECT_OFF))
         return TC_EINVAL;
 
     tc_engine *e = calloc(1, sizeof(*e));

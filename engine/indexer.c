@@ -65,6 +65,9 @@
 #define IX_INTERVAL_MS 3000
 #define IX_INTERVAL_TIGHT_MS 1500 /* near the disk budget */
 #define IX_HURRY(d) ((d)->cfg.index_max / 2)
+/* While reclaim's direct reads are under way, the wait for a run looks
+ * at them this often (reclaim.c: rc_plan_poll). */
+#define IX_READ_POLL_MS 2
 /* CAS values are reserved this far ahead of the highest one logged. */
 #define IX_CAS_BLOCK (UINT64_C(1) << 32)
 /* Changes of the segments' live bytes applied per hold of seg_lock. */
@@ -378,8 +381,10 @@ static void ix_commit_run(disk *d, ix_run *r)
             st = idx_commit(d->ix);
         else
             idx_abort(d->ix);
-        if (st == TC_OK)
+        if (st == TC_OK) {
+            reclaim_list_keys(d, r->ents, r->skip, r->n);
             break;
+        }
         reclaim_applied(d, false); /* read again when it is time */
         d->meta = saved;
         atomic_store(&d->st_last_errno, st == TC_ENOSPC ? ENOSPC : EIO);
@@ -484,6 +489,12 @@ static void *indexer_main(void *arg)
             reclaim_trim(d);
         }
         pthread_mutex_lock(&d->ix_lock);
+        while (d->ix_head == NULL && !d->ix_stop && d->rc_nread > 0) {
+            /* reclaim's reads under way, and nothing else to do */
+            pthread_mutex_unlock(&d->ix_lock);
+            reclaim_reads_poll(d, IX_READ_POLL_MS);
+            pthread_mutex_lock(&d->ix_lock);
+        }
         if (d->ix_head == NULL && !d->ix_stop) {
             /* Idle: wake now and then to keep the directory within its
              * budget (and when the journal writer asks). */
@@ -509,6 +520,14 @@ static void *indexer_main(void *arg)
             uint64_t now = now_ms();
             if (now >= last_commit + interval)
                 break;
+            if (d->rc_nread > 0) {
+                /* reclaim's reads under way: taken as they end, so that
+                 * the next run can drain their segments */
+                pthread_mutex_unlock(&d->ix_lock);
+                reclaim_reads_poll(d, IX_READ_POLL_MS);
+                pthread_mutex_lock(&d->ix_lock);
+                continue;
+            }
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             uint64_t left_ns = (last_commit + interval - now) * 1000000u;
@@ -557,8 +576,10 @@ static void *indexer_main(void *arg)
             batch = e;
         }
         if (stop) {
+            reclaim_reads_poll(d, -1);
             ix_run_free(&run);
             reclaim_trim(d);
+            reclaim_lists_free(d);
             return NULL;
         }
         /* Reclaiming has a transaction of its own only when no run came
@@ -573,7 +594,7 @@ static void *indexer_main(void *arg)
 
 tc_status indexer_start(disk *d)
 {
-    io_config ic = {.backend = d->cfg.backend, .depth = 4, .pool_threads = 1};
+    io_config ic = {.backend = d->cfg.backend, .depth = 64, .pool_threads = 1};
     tc_status st = io_queue_new(&ic, &d->rq);
     if (st != TC_OK)
         return st;

@@ -71,6 +71,7 @@
  * goes on with the next batch, which may succeed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,14 @@ _Static_assert(ITEM_M_STALE == SEG_M_STALE && ITEM_M_WON == SEG_M_WON &&
 #define JR_IOV_MIN ((size_t)1024)
 #define JR_PARTS 256
 #define JR_PREFETCH_MAX ((size_t)8192)
+/* Direct writes start and end on this boundary (file offset, length and
+ * memory): the largest logical block size a disk has. */
+#define JR_BLOCK ((size_t)4096)
+/* Auto mode writes a segment with O_DIRECT when the records written
+ * lately stored this many bytes each on average (bench/RESULTS.md,
+ * thirteenth pass: 4 KiB values gain, 100-byte ones
+ * lose). */
+#define JR_DIRECT_MIN ((uint64_t)2048)
 
 struct jr_part {
     size_t wend;              /* the buffer's bytes before the value end here */
@@ -542,16 +551,23 @@ void jr_supersede(jr_dedup *t, jr_entry *const *ents, size_t n, bool *skip,
 
 /* ---- the writer ---- */
 
+/* Room for need bytes in wbuf, and for the zeros that fill a direct
+ * write's last block. The buffer is aligned to a block, as direct writes
+ * want their memory. */
 static bool wbuf_reserve(disk *d, size_t need)
 {
+    need += JR_BLOCK;
     if (need <= d->wbuf_cap)
         return true;
     size_t cap = d->wbuf_cap < 65536 ? 65536 : d->wbuf_cap;
     while (cap < need)
         cap *= 2;
-    unsigned char *b = realloc(d->wbuf, cap);
-    if (b == NULL)
+    void *b;
+    if (posix_memalign(&b, JR_BLOCK, cap) != 0)
         return false;
+    if (d->wbuf != NULL)
+        memcpy(b, d->wbuf, d->wbuf_cap);
+    free(d->wbuf);
     d->wbuf = b;
     d->wbuf_cap = cap;
     return true;
@@ -613,6 +629,75 @@ static int writer_sync(disk *d, int extra_fd)
     return rc;
 }
 
+/* Direct writes stop for good (err: why, 0 at close). */
+static void writer_direct_off(disk *d, int err)
+{
+    if (d->jw_dfd >= 0)
+        io_file_close(d->jw_dfd);
+    d->jw_dfd = -1;
+    d->jw_carry = 0;
+    if (err != 0 && d->jw_direct)
+        disk_warn(d, -err, "direct writes to the journal failed; "
+                           "writing through the page cache");
+    d->jw_direct = false;
+}
+
+/* Whether the current segment is written with O_DIRECT from here on: in
+ * auto mode, when the records written lately average JR_DIRECT_MIN
+ * bytes or more, decided once per segment (at the first piece this
+ * process writes to it; the first segment after a start is written
+ * through the page cache, as the average is not known yet). */
+static bool writer_wants_direct(const disk *d)
+{
+    if (!d->jw_direct)
+        return false;
+    if (d->cfg.direct_writes == TC_DIRECT_ON)
+        return true;
+    return d->jw_rec_avg >= JR_DIRECT_MIN;
+}
+
+/* Where the next piece's bytes go in wbuf: after the bytes of the block
+ * before cur_off when the segment is written with O_DIRECT (opened for
+ * it, and those bytes read, at its first piece of this process), else
+ * at its start. */
+static size_t writer_piece_base(disk *d)
+{
+    if (d->jw_dfd >= 0)
+        return d->jw_carry;
+    if (d->jw_seg_decided)
+        return 0;
+    d->jw_seg_decided = true;
+    if (!writer_wants_direct(d))
+        return 0;
+    char name[32];
+    seg_name(d->cur_seg, name);
+    int fd = io_file_open(d->dirfd, name, O_WRONLY | O_DIRECT, 0);
+    if (fd < 0) {
+        writer_direct_off(d, fd);
+        return 0;
+    }
+    size_t c = (size_t)(d->cur_off & (JR_BLOCK - 1));
+    if (!wbuf_reserve(d, c)) {
+        io_file_close(fd);
+        return 0; /* this segment through the page cache */
+    }
+    if (c > 0) {
+        io_op op;
+        io_prep_read(&op, d->cur_fd, d->wbuf, c, d->cur_off - c);
+        int64_t r = writer_io(d, &op);
+        if (r != (int64_t)c) {
+            io_file_close(fd);
+            writer_direct_off(d, r < 0 ? (int)r : -EIO);
+            return 0;
+        }
+    }
+    disk_seg_set_direct(d, d->cur_seg);
+    atomic_fetch_add_explicit(&d->st_direct_segs, 1, memory_order_relaxed);
+    d->jw_dfd = fd;
+    d->jw_carry = c;
+    return c;
+}
+
 /* Writes a piece of total bytes at off of the current segment: the n
  * bytes of wbuf, with the values of d->jw_parts between them (writev),
  * and forgets the parts. */
@@ -621,7 +706,14 @@ static int writer_write(disk *d, size_t n, size_t total, uint64_t off)
     if (total == 0)
         return 0;
     io_op op;
-    if (d->jw_nparts == 0) {
+    size_t carry = d->jw_carry;
+    if (d->jw_dfd >= 0) {
+        /* wbuf holds the block before off (carry bytes) and the piece;
+         * the write ends with the rest of its last block, zeros */
+        size_t len = (n + JR_BLOCK - 1) & ~(size_t)(JR_BLOCK - 1);
+        memset(d->wbuf + n, 0, len - n);
+        io_prep_write(&op, d->jw_dfd, d->wbuf, len, off - carry);
+    } else if (d->jw_nparts == 0) {
         io_prep_write(&op, d->cur_fd, d->wbuf, n, off);
     } else {
         int k = 0;
@@ -640,10 +732,31 @@ static int writer_write(disk *d, size_t n, size_t total, uint64_t off)
     }
     uint64_t t0 = disk_now_ns();
     int64_t r = writer_io(d, &op);
+    if (r == -EINVAL && d->jw_dfd >= 0) {
+        /* the file system took the O_DIRECT open but not the write:
+         * buffered writes from now on */
+        writer_direct_off(d, -EINVAL);
+        io_prep_write(&op, d->cur_fd, d->wbuf + carry, n - carry, off);
+        r = writer_io(d, &op);
+    }
     d->wr_ns += disk_now_ns() - t0;
     d->wr_bytes += total;
+    if (r < 0 && d->jw_dfd >= 0) {
+        /* The block to carry is no longer known (the batch moves
+         * cur_off past the piece all the same): the rest of this
+         * segment goes through the page cache. */
+        io_file_close(d->jw_dfd);
+        d->jw_dfd = -1;
+        d->jw_carry = 0;
+    }
     if (r < 0)
         return (int)r;
+    if (d->jw_dfd >= 0) {
+        /* the piece's last block, up to its end, starts the next write */
+        size_t c = (size_t)((off + total) & (JR_BLOCK - 1));
+        memmove(d->wbuf, d->wbuf + n - c, c);
+        d->jw_carry = c;
+    }
     atomic_fetch_add(&d->st_journal_bytes, (uint64_t)total);
     return 0;
 }
@@ -826,6 +939,11 @@ static int writer_next_segment(disk *d, uint64_t lsn)
     d->cur_seg++;
     d->cur_fd = fd;
     d->cur_off = SEG_HDR_SIZE;
+    if (d->jw_dfd >= 0)
+        io_file_close(d->jw_dfd);
+    d->jw_dfd = -1; /* the new one's first piece decides (writer_piece_base) */
+    d->jw_carry = 0;
+    d->jw_seg_decided = false;
     return 0;
 }
 
@@ -943,8 +1061,8 @@ static void writer_write_batch(disk *d, jr_entry *batch)
     unsigned char *scratch = NULL;
     /* used: bytes in wbuf; piece: bytes of the piece, its values written
      * from their items included. */
-    size_t scratch_cap = 0, used = 0, piece = 0;
-    uint64_t start = d->cur_off, raw = 0, stored = 0, hurried = 0;
+    size_t scratch_cap = 0, used = writer_piece_base(d), piece = 0;
+    uint64_t start = d->cur_off, raw = 0, stored = 0, hurried = 0, nrec = 0;
     int rc = 0;
     /* The items were written by the workers long enough ago to have left
      * the caches: each is asked for this many entries ahead (the header
@@ -998,7 +1116,8 @@ static void writer_write_batch(disk *d, jr_entry *batch)
             val = record_value(d, e, &r, &scratch, &scratch_cap, &hurried);
         size_t size = seg_rec_size(r.klen, r.stored_len);
         bool by_ref = val != NULL && r.codec == SEG_RAW &&
-                      r.stored_len >= JR_IOV_MIN && jw_parts_ready(d);
+                      r.stored_len >= JR_IOV_MIN && d->jw_dfd < 0 &&
+                      jw_parts_ready(d);
         if (rc == 0 && d->cur_off + piece + size > d->cfg.segment_size) {
             rc = writer_write(d, used, piece, start);
             if (rc == 0) {
@@ -1008,7 +1127,8 @@ static void writer_write_batch(disk *d, jr_entry *batch)
                 if (rc == 0)
                     rc = writer_next_segment(d, e->lsn);
             }
-            used = piece = 0;
+            piece = 0;
+            used = rc == 0 ? writer_piece_base(d) : 0;
             start = d->cur_off;
         } else if (rc == 0 && piece > 0 &&
                    (piece + size > JR_WBUF_MAX ||
@@ -1016,9 +1136,12 @@ static void writer_write_batch(disk *d, jr_entry *batch)
             /* A large batch goes out in pieces: the buffer stays small. */
             rc = writer_write(d, used, piece, start);
             d->cur_off = start + piece;
-            used = piece = 0;
+            used = d->jw_carry;
+            piece = 0;
             start = d->cur_off;
         }
+        if (d->jw_dfd >= 0)
+            by_ref = false; /* the segment begun above is written directly */
         size_t in_buf = by_ref ? size - r.stored_len : size;
         if (rc == 0 && !wbuf_reserve(d, used + in_buf))
             rc = -ENOMEM;
@@ -1042,10 +1165,16 @@ static void writer_write_batch(disk *d, jr_entry *batch)
         piece += size;
         raw += r.raw_len;
         stored += r.stored_len;
+        nrec++;
     }
     atomic_fetch_add_explicit(&d->st_raw_bytes, raw, memory_order_relaxed);
     atomic_fetch_add_explicit(&d->st_stored_bytes, stored,
                               memory_order_relaxed);
+    if (nrec > 0) { /* a batch counts for a quarter */
+        uint64_t avg = stored / nrec;
+        d->jw_rec_avg = d->jw_rec_avg == 0 ? avg
+                                           : (3 * d->jw_rec_avg + avg) / 4;
+    }
     if (hurried != 0)
         atomic_fetch_add_explicit(&d->st_raw_hurried, hurried,
                                   memory_order_relaxed);
@@ -1171,6 +1300,12 @@ static void *writer_main(void *arg)
     const uint64_t period = (uint64_t)d->cfg.flush_ms * 1000u;
 
     d->jw_extra_fd = -1;
+    d->jw_dfd = -1;
+    d->jw_carry = 0;
+    d->jw_seg_decided = false;
+    d->jw_rec_avg = 0;
+    d->jw_direct = d->cfg.direct_writes != TC_DIRECT_OFF &&
+                   d->cfg.segment_size % JR_BLOCK == 0;
     d->jw_last_sync = disk_now_us();
     for (;;) {
         pthread_mutex_lock(&d->q_lock);
@@ -1282,6 +1417,7 @@ static void *writer_main(void *arg)
             writer_sync_wait(d);
             if (d->cfg.durability == TC_DURABILITY_NONE)
                 writer_sync(d, d->jw_extra_fd); /* a clean close keeps it */
+            writer_direct_off(d, 0);
             return NULL;
         }
     }

@@ -26,6 +26,7 @@
  * reclaimed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,12 @@
 #include "keysort.h"
 
 #define IDX_GROWTH 3
+/* Direct reads start and end on this boundary (journal.c: JR_BLOCK). */
+#define RC_BLOCK ((size_t)4096)
+/* Direct reads in flight per segment (rc_direct_submit), each into a
+ * window of RC_DWIN bytes of the job's buffer. */
+#define RC_DQ 16
+#define RC_DWIN (RC_PIECE / RC_DQ)
 
 /* Bytes the directory holds, or is about to: the segments and the index
  * file. The index file never shrinks, and grows to about three times the
@@ -118,6 +125,19 @@ struct rc_job {
     size_t kcap, acap, gcap, tcap, bufcap;
     ks_key *tmp;        /* for ks_sort */
     unsigned char *buf; /* the segment, read a piece at a time */
+    /* Direct reads under way (rc_direct_*): the descriptor opened with
+     * O_DIRECT (-1: none), the segment's map, its length and fd, the next
+     * mark no read covers yet (UINT64_MAX: none left), the reads in
+     * flight and the marks each is for, the arena's bytes used. */
+    int dfd, fd;
+    const uint64_t *map;
+    size_t words, aused;
+    uint64_t len, bit;
+    unsigned inflight;
+    bool failed;
+    io_op ops[RC_DQ];
+    uint64_t bfirst[RC_DQ], bend[RC_DQ];
+    bool busy[RC_DQ];
 };
 
 static void rc_job_free(rc_job *j)
@@ -152,6 +172,7 @@ static rc_job *rc_job_new(disk *d, uint64_t id)
         return NULL;
     }
     j->id = id;
+    j->dfd = -1;
     return j;
 }
 
@@ -186,6 +207,20 @@ static bool rc_room(void **v, size_t *cap, size_t size, size_t n)
     return true;
 }
 
+/* j->buf with room for n bytes, aligned for direct reads. */
+static bool rc_buf_room(rc_job *j, size_t n)
+{
+    if (n <= j->bufcap)
+        return true;
+    void *p;
+    if (posix_memalign(&p, RC_BLOCK, n) != 0)
+        return false;
+    free(j->buf);
+    j->buf = p;
+    j->bufcap = n;
+    return true;
+}
+
 /* Reads len bytes of fd at off into buf: the bytes read, or -errno. */
 static int64_t rc_read(disk *d, int fd, unsigned char *buf, size_t len,
                        uint64_t off)
@@ -217,24 +252,30 @@ static int64_t rc_read(disk *d, int fd, unsigned char *buf, size_t len,
  * record starts at one of its SEG_ALIGN steps), its header and the
  * longest key. */
 #define RC_HEAD ((uint64_t)SEG_MAP_UNIT - SEG_ALIGN + SEG_REC_HDR + 255)
+/* Segments the journal wrote with O_DIRECT are not in the page cache:
+ * reclaim reads them with O_DIRECT too, in whole blocks, and each read
+ * is a request to the device (a few microseconds of CPU, more in a
+ * virtual machine), while the bytes cost next to nothing (no copy): one
+ * read covers marks up to this far apart. */
+#define RC_GAP_DIRECT ((uint64_t)16 << 10)
 
 /* Adds the key of the SET record r (key at key) at offset off to j's
  * keys; false when out of memory. */
-static bool rc_add_key(rc_job *j, size_t *aused, const seg_rec *r,
+static bool rc_add_key(rc_job *j, size_t *aused, size_t klen,
                        const unsigned char *key, uint64_t off)
 {
     if ((j->nkeys == j->kcap &&
          !rc_grow((void **)&j->keys, &j->kcap, sizeof(*j->keys), 4096)) ||
-        (*aused + r->klen > j->acap &&
+        (*aused + klen > j->acap &&
          !rc_grow((void **)&j->arena, &j->acap, 1, 65536)))
         return false;
-    memcpy(j->arena + *aused, key, r->klen);
+    memcpy(j->arena + *aused, key, klen);
     /* .key is the offset in the arena until the arena is done */
     j->keys[j->nkeys++] = (ks_key){
         .key = (const unsigned char *)(uintptr_t)*aused,
-        .klen = r->klen,
+        .klen = (uint32_t)klen,
         .i = (uint32_t)off};
-    *aused += r->klen;
+    *aused += klen;
     return true;
 }
 
@@ -251,6 +292,29 @@ static uint64_t rc_map_next(const uint64_t *map, size_t words, uint64_t from)
         bits = map[w];
     }
     return (uint64_t)w * 64 + (uint64_t)__builtin_ctzll(bits);
+}
+
+/* The keys of the records whose headers may start in the map unit at at,
+ * from buf, which holds [base, base + have) of the segment: every step
+ * of the unit that holds a sane header gives a key. A value's bytes that
+ * look like one give a key the index does not point at here, and
+ * rc_apply passes it over. False: out of memory. */
+static bool rc_unit_keys(rc_job *j, size_t *aused, const unsigned char *buf,
+                         uint64_t base, uint64_t have, uint64_t at)
+{
+    for (uint64_t o = at; o < at + SEG_MAP_UNIT; o += SEG_ALIGN) {
+        uint64_t avail = o >= base && o < base + have ? base + have - o : 0;
+        if (o < SEG_HDR_SIZE || avail < SEG_REC_HDR)
+            continue;
+        const unsigned char *p = buf + (o - base);
+        seg_rec r;
+        if (seg_rec_head(p, &r) == 0 || r.type != SEG_SET ||
+            SEG_REC_HDR + (uint64_t)r.klen > avail)
+            continue;
+        if (!rc_add_key(j, aused, r.klen, p + SEG_REC_HDR, o))
+            return false;
+    }
+    return true;
 }
 
 /* The keys of the records map marks, reading only around them: under
@@ -285,24 +349,78 @@ static bool rc_read_marked(disk *d, int fd, rc_job *j, const uint64_t *map,
             base = at;
             have = (uint64_t)got;
         }
-        /* The record starts somewhere in the unit: every step of it that
-         * holds a sane header gives a key. A value's bytes that look like
-         * one give a key the index does not point at here, and rc_apply
-         * passes it over. */
-        for (uint64_t o = at; o < at + SEG_MAP_UNIT; o += SEG_ALIGN) {
-            uint64_t avail = o < base + have ? base + have - o : 0;
-            if (o < SEG_HDR_SIZE || avail < SEG_REC_HDR)
-                continue;
-            const unsigned char *p = buf + (o - base);
-            seg_rec r;
-            if (seg_rec_head(p, &r) == 0 || r.type != SEG_SET ||
-                SEG_REC_HDR + (uint64_t)r.klen > avail)
-                continue;
-            if (!rc_add_key(j, aused, &r, p + SEG_REC_HDR, o))
-                return false;
-        }
+        if (!rc_unit_keys(j, aused, buf, base, have, at))
+            return false;
     }
     return true;
+}
+
+/* rc_read_marked, asynchronously, for a segment the journal wrote with
+ * O_DIRECT (not in the page cache), through a descriptor opened with it:
+ * whole blocks, windows of RC_DWIN bytes at most, RC_DQ of them in
+ * flight per segment; the index writer commits meanwhile and takes the
+ * keys at a later run (reclaim_plan). Waiting for these reads one at a
+ * time, or even RC_DQ at a time, kept the index writer from its commits
+ * long enough (80-96 ms a plan) that the workers stopped at index_max
+ * (bench/RESULTS.md, thirteenth pass). j->buf holds RC_DQ windows.
+ * Submits reads while there is room; false if one cannot be submitted. */
+static bool rc_direct_submit(disk *d, rc_job *j)
+{
+    while (!j->failed && j->bit != UINT64_MAX && j->inflight < RC_DQ) {
+        uint64_t at = j->bit * SEG_MAP_UNIT, len = j->len;
+        if (at >= len) {
+            j->bit = UINT64_MAX;
+            break;
+        }
+        uint64_t from = at & ~(uint64_t)(RC_BLOCK - 1);
+        uint64_t end = at + RC_HEAD < len ? at + RC_HEAD : len;
+        uint64_t nb = rc_map_next(j->map, j->words, j->bit + 1);
+        for (; nb != UINT64_MAX; nb = rc_map_next(j->map, j->words, nb + 1)) {
+            /* (nb < UINT64_MAX: a bit of the map) */
+            uint64_t o = nb * SEG_MAP_UNIT;
+            uint64_t e = o + RC_HEAD < len ? o + RC_HEAD : len;
+            if (o >= len || o > end + RC_GAP_DIRECT ||
+                e + RC_BLOCK - from > RC_DWIN)
+                break;
+            end = e;
+        }
+        end = (end + RC_BLOCK - 1) & ~(uint64_t)(RC_BLOCK - 1);
+        unsigned k = 0;
+        while (j->busy[k])
+            k++;
+        io_prep_read(&j->ops[k], j->dfd, j->buf + (size_t)k * RC_DWIN,
+                     (size_t)(end - from), from);
+        j->ops[k].user = j;
+        if (io_submit(d->rq, &j->ops[k]) != TC_OK)
+            return false;
+        j->busy[k] = true;
+        j->inflight++;
+        j->bfirst[k] = j->bit;
+        j->bend[k] = nb;
+        j->bit = nb;
+    }
+    return true;
+}
+
+/* A read of job j ended: the keys of the marks it was for. */
+static void rc_direct_done(disk *d, rc_job *j, io_op *op)
+{
+    unsigned k = (unsigned)(op - j->ops);
+    j->busy[k] = false;
+    j->inflight--;
+    if (op->res < 0) {
+        j->failed = true;
+        return;
+    }
+    atomic_fetch_add_explicit(&d->st_reclaim_read_bytes, (uint64_t)op->res,
+                              memory_order_relaxed);
+    /* The map may have lost marks since (the index writer's commits in
+     * between): the marks left below the next read's first. */
+    for (uint64_t b = j->bfirst[k]; !j->failed && b < j->bend[k];
+         b = rc_map_next(j->map, j->words, b + 1))
+        if (!rc_unit_keys(j, &j->aused, j->buf + (size_t)k * RC_DWIN,
+                          op->off, (uint64_t)op->res, b * SEG_MAP_UNIT))
+            j->failed = true;
 }
 
 /* The keys of every SET record, reading the whole segment: for a segment
@@ -335,7 +453,8 @@ static bool rc_read_all(disk *d, int fd, rc_job *j, uint64_t len,
             size_t at = p;
             p += (size_t)n;
             if (r.type == SEG_SET &&
-                !rc_add_key(j, aused, &r, buf + at + SEG_REC_HDR, base + at))
+                !rc_add_key(j, aused, r.klen, buf + at + SEG_REC_HDR,
+                            base + at))
                 return false;
         }
         if (end)
@@ -363,7 +482,152 @@ static bool rc_read_all(disk *d, int fd, rc_job *j, uint64_t len,
  * keys (Zipf 0.99) about one record in eight of a reclaimed segment was
  * live; sorting and looking up the others' keys had been most of what
  * reclaiming cost the index writer. */
-static bool rc_read_keys(disk *d, int fd, rc_job *j)
+static bool rc_keys_sorted(rc_job *j);
+
+/* ---- key lists ----
+ * Reading back the keys of a segment written with O_DIRECT goes to the
+ * device: under 4 KiB sets past a 1 GiB budget, those reads held the
+ * index writer up long enough that the workers stopped at index_max
+ * (bench/RESULTS.md, thirteenth pass). The index writer has the keys
+ * when it indexes their records, so for such segments it lists them
+ * then (reclaim_list_keys), and reclaim takes them from the list. An
+ * entry is the record's offset (4 bytes), the key's length (1) and its
+ * bytes. A segment gets a list only if this process created it (kl_from
+ * on), so that its list holds every record the index can point at
+ * there. A list that would pass the budget (disk_config.map_max, the
+ * live maps' own, once more) is dropped: its segment's keys are read
+ * back as before. */
+typedef struct kl_seg {
+    uint64_t id;
+    bool off; /* no list: written through the page cache, or dropped */
+    unsigned char *buf;
+    size_t len, cap;
+} kl_seg;
+
+_Atomic bool reclaim_lists_off;
+
+#define KL_HDR 5
+#define KL_FIRST ((size_t)64 << 10)
+
+/* Segment id's list; if it has none, a new one when make is set and id
+ * is newer than every listed segment, else NULL. */
+static kl_seg *kl_find(disk *d, uint64_t id, bool make)
+{
+    for (size_t i = d->kl_n; i-- > 0;)
+        if (d->kl[i].id == id)
+            return &d->kl[i];
+    if (!make || id < d->kl_from ||
+        (d->kl_n > 0 && id < d->kl[d->kl_n - 1].id) ||
+        (d->kl_n == d->kl_cap &&
+         !rc_grow((void **)&d->kl, &d->kl_cap, sizeof(*d->kl), 8)))
+        return NULL;
+    kl_seg *l = &d->kl[d->kl_n++];
+    *l = (kl_seg){.id = id,
+                  .off = atomic_load(&reclaim_lists_off) ||
+                         !disk_seg_direct(d, id)};
+    return l;
+}
+
+static void kl_drop(disk *d, kl_seg *l)
+{
+    d->kl_bytes -= l->cap;
+    free(l->buf);
+    l->buf = NULL;
+    l->len = l->cap = 0;
+    l->off = true;
+}
+
+/* Frees the lists of the segments up to id. */
+static void kl_forget(disk *d, uint64_t id)
+{
+    size_t n = 0;
+    while (n < d->kl_n && d->kl[n].id <= id)
+        kl_drop(d, &d->kl[n++]);
+    memmove(d->kl, d->kl + n, (d->kl_n - n) * sizeof(*d->kl));
+    d->kl_n -= n;
+}
+
+static void kl_add(disk *d, kl_seg *l, uint32_t off, const char *key,
+                   size_t klen)
+{
+    size_t need = KL_HDR + klen;
+    if (klen > 255) {
+        kl_drop(d, l);
+        return;
+    }
+    if (l->len + need > l->cap) {
+        size_t cap = l->cap == 0 ? KL_FIRST : l->cap * 2;
+        void *p = NULL;
+        if (d->kl_bytes - l->cap + cap > d->cfg.map_max ||
+            (p = realloc(l->buf, cap)) == NULL) {
+            kl_drop(d, l);
+            return;
+        }
+        d->kl_bytes += cap - l->cap;
+        l->buf = p;
+        l->cap = cap;
+    }
+    unsigned char *e = l->buf + l->len;
+    memcpy(e, &off, 4);
+    e[4] = (unsigned char)klen;
+    memcpy(e + KL_HDR, key, klen);
+    l->len += need;
+}
+
+void reclaim_list_keys(disk *d, jr_entry *const *ents, const bool *skip,
+                       size_t n)
+{
+    kl_seg *l = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const jr_entry *e = ents[i];
+        if (skip[i] || e->type != SEG_SET || e->seg == 0 || e->item == NULL)
+            continue;
+        if (l == NULL || l->id != e->seg)
+            l = kl_find(d, e->seg, true);
+        if (l != NULL && !l->off)
+            kl_add(d, l, e->off, item_key(e->item), item_klen(e->item));
+    }
+}
+
+void reclaim_lists_free(disk *d)
+{
+    kl_forget(d, UINT64_MAX);
+    free(d->kl);
+    d->kl = NULL;
+    d->kl_cap = 0;
+}
+
+/* j's keys from its segment's list, those of the records map marks (all
+ * without one); false if the segment has no list (or out of memory). The
+ * lists up to the segment's are freed: nothing is listed there again. */
+static bool kl_take(disk *d, rc_job *j, const uint64_t *map, size_t words)
+{
+    kl_seg *l = kl_find(d, j->id, false);
+    bool ok = l != NULL && !l->off;
+    size_t aused = 0;
+    for (size_t p = 0; ok && p < l->len;) {
+        const unsigned char *e = l->buf + p;
+        uint32_t off;
+        memcpy(&off, e, 4);
+        uint64_t bit = off / SEG_MAP_UNIT;
+        if (map == NULL || bit / 64 >= words ||
+            (map[bit / 64] >> (bit % 64) & 1) != 0)
+            ok = rc_add_key(j, &aused, e[4], e + KL_HDR, off);
+        p += KL_HDR + e[4];
+    }
+    if (ok)
+        atomic_fetch_add_explicit(&d->st_reclaim_listed, 1,
+                                  memory_order_relaxed);
+    else
+        j->nkeys = 0;
+    kl_forget(d, j->id);
+    return ok;
+}
+
+/* Returns false if the segment cannot be read, or out of memory; else
+ * true, with the keys sorted or, for a direct job, its reads under way
+ * (j->dfd >= 0: rc_keys_end when they are over). */
+static bool rc_read_keys(disk *d, int fd, bool direct, rc_job *j)
 {
     size_t words;
     const uint64_t *map = disk_seg_map(d, j->id, &words);
@@ -373,22 +637,125 @@ static bool rc_read_keys(disk *d, int fd, rc_job *j)
     uint64_t len = (uint64_t)sb.st_size;
     size_t maxrec = seg_rec_size(255, d->cfg.item_max);
     size_t cap = 2 * maxrec > RC_PIECE ? 2 * maxrec : RC_PIECE;
-    if (!rc_room((void **)&j->buf, &j->bufcap, 1, cap))
+    if (!rc_buf_room(j, cap + 2 * RC_BLOCK))
         return false;
     size_t aused = 0;
     /* A map covers its segment unless the file grew past it. */
-    bool ok = map != NULL && (uint64_t)words * 64 * SEG_MAP_UNIT >= len
-                  ? rc_read_marked(d, fd, j, map, words, len, &aused)
-                  : rc_read_all(d, fd, j, len, cap, &aused);
-    if (!ok || j->nkeys == 0)
-        return ok;
+    bool marked = map != NULL && (uint64_t)words * 64 * SEG_MAP_UNIT >= len;
+    if (kl_take(d, j, marked ? map : NULL, words))
+        return rc_keys_sorted(j);
+    if (marked && direct && len % RC_BLOCK == 0) {
+        char name[32];
+        seg_name(j->id, name);
+        int dfd = io_file_open(d->dirfd, name, O_RDONLY | O_DIRECT, 0);
+        if (dfd >= 0) {
+            j->dfd = dfd;
+            j->fd = fd;
+            j->map = map;
+            j->words = words;
+            j->len = len;
+            j->aused = 0;
+            j->inflight = 0;
+            j->failed = false;
+            j->bit = rc_map_next(map, words, 0);
+            if (!rc_direct_submit(d, j))
+                j->failed = true;
+            io_flush(d->rq);
+            return true;
+        }
+    }
+    bool ok = marked ? rc_read_marked(d, fd, j, map, words, len, &aused)
+                     : rc_read_all(d, fd, j, len, cap, &aused);
+    return ok && rc_keys_sorted(j);
+}
+
+/* The arena's offsets made pointers, the keys sorted. */
+static bool rc_keys_sorted(rc_job *j)
+{
+    if (j->nkeys == 0)
+        return true;
     for (size_t i = 0; i < j->nkeys; i++)
         j->keys[i].key = j->arena + (uintptr_t)j->keys[i].key;
-    ok = rc_room((void **)&j->tmp, &j->tcap, sizeof(*j->tmp), j->nkeys) &&
-         rc_room((void **)&j->gone, &j->gcap, sizeof(*j->gone), j->nkeys);
+    bool ok = rc_room((void **)&j->tmp, &j->tcap, sizeof(*j->tmp),
+                      j->nkeys) &&
+              rc_room((void **)&j->gone, &j->gcap, sizeof(*j->gone),
+                      j->nkeys);
     if (ok)
         ks_sort(j->keys, j->tmp, j->nkeys);
     return ok;
+}
+
+/* A direct job whose reads are over: its keys sorted, or, when a read
+ * failed, read again through the page cache; false if that fails too. */
+static bool rc_keys_end(disk *d, rc_job *j)
+{
+    io_file_close(j->dfd);
+    j->dfd = -1;
+    if (j->failed) {
+        j->nkeys = 0;
+        size_t aused = 0;
+        if (!rc_read_marked(d, j->fd, j, j->map, j->words, j->len, &aused))
+            return false;
+    }
+    return rc_keys_sorted(j);
+}
+
+/* Takes the reads of the planned jobs that ended, submits more, for as
+ * long as one ends within timeout_ms of the last (0: takes those ended
+ * and returns; -1: until all are over); once all are, the plan's jobs
+ * are ready for reclaim_apply (rc_njob). */
+static void rc_plan_poll(disk *d, int timeout_ms)
+{
+    while (d->rc_nread > 0) {
+        size_t busy = 0;
+        for (size_t i = 0; i < d->rc_nread; i++) {
+            rc_job *j = d->rc_read[i];
+            if (j->dfd >= 0 && (j->inflight > 0 || j->bit != UINT64_MAX))
+                busy++;
+        }
+        if (busy == 0)
+            break;
+        io_op *done[16];
+        unsigned n = io_reap(d->rq, done, 16, timeout_ms != 0 ? 1 : 0,
+                             timeout_ms);
+        for (unsigned k = 0; k < n; k++) {
+            rc_job *j = done[k]->user;
+            rc_direct_done(d, j, done[k]);
+            if (!rc_direct_submit(d, j))
+                j->failed = true;
+        }
+        io_flush(d->rq);
+        if (n == 0 && timeout_ms >= 0)
+            return;
+    }
+    /* All read: the plan becomes the jobs to drain, in segment order; a
+     * segment that could not be read stays, and so do those after it. */
+    size_t i = 0;
+    for (; i < d->rc_nread; i++) {
+        rc_job *j = d->rc_read[i];
+        if (j->dfd >= 0 && !rc_keys_end(d, j)) {
+            atomic_fetch_add(&d->st_disk_read_errors, 1);
+            disk_warn(d, 0, "reclaim could not read segment %" PRIu64
+                      "; it stays", j->id);
+            break;
+        }
+        d->rc_job[d->rc_njob++] = j;
+    }
+    for (size_t k = i; k < d->rc_nread; k++) {
+        rc_job *j = d->rc_read[k];
+        if (j->dfd >= 0) {
+            io_file_close(j->dfd);
+            j->dfd = -1;
+        }
+        rc_job_put(d, j);
+    }
+    d->rc_nread = 0;
+}
+
+void reclaim_reads_poll(disk *d, int timeout_ms)
+{
+    if (d->rc_nread > 0)
+        rc_plan_poll(d, timeout_ms);
 }
 
 /* A segment and a half early: the index grows by a commit's pages
@@ -401,36 +768,43 @@ static bool rc_read_keys(disk *d, int fd, rc_job *j)
  * than a segment meanwhile. Nothing new is planned while a drain lasts. */
 void reclaim_plan(disk *d)
 {
+    if (d->rc_nread > 0) {
+        rc_plan_poll(d, 0);
+        return;
+    }
     if (d->rc_n != 0 || d->rc_njob != 0)
         return;
     uint64_t usage = disk_usage(d) + d->cfg.segment_size * 3 / 2;
-    while (usage > d->cfg.disk_size && d->rc_njob < RC_MAX) {
+    while (usage > d->cfg.disk_size && d->rc_nread < RC_MAX) {
         uint64_t id = 0;
         int fd = -1;
+        bool direct = false;
         pthread_mutex_lock(&d->seg_lock);
-        if (d->nsegs > d->rc_njob + 1) {
-            id = d->segs[d->rc_njob].id;
-            fd = d->segs[d->rc_njob].fd;
+        if (d->nsegs > d->rc_nread + 1) {
+            id = d->segs[d->rc_nread].id;
+            fd = d->segs[d->rc_nread].fd;
+            direct = d->segs[d->rc_nread].direct;
         }
         pthread_mutex_unlock(&d->seg_lock);
         /* Segments before the checkpoint's are wholly indexed and not
          * being written. */
         if (id == 0 || id >= d->meta.next_seg)
-            return;
+            break;
         rc_job *j = rc_job_new(d, id);
         if (j == NULL)
-            return;
-        if (!rc_read_keys(d, fd, j)) {
+            break;
+        if (!rc_read_keys(d, fd, direct, j)) {
             rc_job_put(d, j);
             atomic_fetch_add(&d->st_disk_read_errors, 1);
             disk_warn(d, 0, "reclaim could not read segment %" PRIu64
                       "; it stays", id);
-            return;
+            break;
         }
-        d->rc_job[d->rc_njob++] = j;
+        d->rc_read[d->rc_nread++] = j;
         usage = usage > d->cfg.segment_size ? usage - d->cfg.segment_size
                                             : 0;
     }
+    rc_plan_poll(d, 0); /* at once unless direct reads are under way */
 }
 
 /* Step 2 for one segment, in the open write transaction: a key whose

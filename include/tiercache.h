@@ -125,6 +125,12 @@ typedef enum tc_warm {
     TC_WARM_ALL = 2,
 } tc_warm;
 
+typedef enum tc_direct {
+    TC_DIRECT_AUTO = 0,
+    TC_DIRECT_ON = 1,
+    TC_DIRECT_OFF = 2,
+} tc_direct;
+
 typedef struct tc_config {
     /* Bytes the memory tier may hold, counting each item's real cost
      * (header, key, value, allocator and index slot). Default 64 MiB. */
@@ -155,6 +161,13 @@ typedef struct tc_config {
     /* "io_uring", "threads" or NULL (io_uring when the system allows it;
      * the environment variable TC_IO_BACKEND overrides NULL). */
     const char *io_backend;
+    /* How the journal writes its segments: TC_DIRECT_AUTO (default)
+     * with O_DIRECT, not through the page cache, a segment at a time
+     * when the records written lately average 2 KiB or more (large
+     * values: the page cache's copy and pages cost more than the write;
+     * small ones: less); TC_DIRECT_ON always; TC_DIRECT_OFF never.
+     * Where the file system refuses O_DIRECT, through the page cache. */
+    tc_direct direct_writes;
     /* If not NULL, a failing tc_open() writes a sentence saying why here
      * (which file, which error), NUL-terminated. */
     char *errbuf;

@@ -272,6 +272,7 @@ static int srv_run(server *srv)
         cfg.flush_ms = srv->set.flush_ms;
         cfg.compress_level = srv->set.compress_level;
         cfg.io_backend = srv->set.io_backend;
+        cfg.direct_writes = (tc_direct)srv->set.direct_writes;
         cfg.log = srv_log_disk;
         cfg.warm = (tc_warm)srv->set.warm;
         cfg.hot_snapshot_s = srv->set.hot_snapshot_s;

@@ -27,6 +27,7 @@ enum {
     OPT_FLUSH_MS,
     OPT_COMPRESS,
     OPT_IO_BACKEND,
+    OPT_DIRECT_WRITES,
     OPT_WARM,
     OPT_HOT_SNAPSHOT,
 };
@@ -50,6 +51,7 @@ static const struct option srv_options[] = {
     {"flush-ms", required_argument, NULL, OPT_FLUSH_MS},
     {"compress-level", required_argument, NULL, OPT_COMPRESS},
     {"io-backend", required_argument, NULL, OPT_IO_BACKEND},
+    {"direct-writes", required_argument, NULL, OPT_DIRECT_WRITES},
     {"warm", required_argument, NULL, OPT_WARM},
     {"hot-snapshot-s", required_argument, NULL, OPT_HOT_SNAPSHOT},
     {NULL, 0, NULL, 0},
@@ -90,6 +92,10 @@ static void srv_usage(FILE *f)
         "                           (default 1)\n"
         "      --io-backend=NAME    io_uring, threads or auto (default auto:\n"
         "                           io_uring where the system allows it)\n"
+        "      --direct-writes=MODE auto (default): the journal writes a\n"
+        "                           segment with O_DIRECT, not through the\n"
+        "                           page cache, when its records average\n"
+        "                           2 KiB or more; on: always; off: never\n"
         "      --warm=MODE          after a start, preload into memory in the\n"
         "                           background: hot (default) the snapshot of\n"
         "                           hot keys; all: that, or the newest data\n"
@@ -161,6 +167,7 @@ void srv_settings_init(srv_settings *s)
     s->flush_ms = 100;
     s->compress_level = 1;
     snprintf(s->io_backend, sizeof(s->io_backend), "auto");
+    s->direct_writes = TC_DIRECT_AUTO;
     s->warm = TC_WARM_HOT;
     s->hot_snapshot_s = 60;
 }
@@ -264,6 +271,17 @@ srv_parse_result srv_settings_parse(srv_settings *s, int argc, char **argv)
                 return srv_bad("--io-backend", optarg,
                                "give io_uring, threads or auto");
             snprintf(s->io_backend, sizeof(s->io_backend), "%s", optarg);
+            break;
+        case OPT_DIRECT_WRITES:
+            if (strcmp(optarg, "auto") == 0)
+                s->direct_writes = TC_DIRECT_AUTO;
+            else if (strcmp(optarg, "on") == 0)
+                s->direct_writes = TC_DIRECT_ON;
+            else if (strcmp(optarg, "off") == 0)
+                s->direct_writes = TC_DIRECT_OFF;
+            else
+                return srv_bad("--direct-writes", optarg,
+                               "give auto, on or off");
             break;
         case OPT_WARM:
             if (strcmp(optarg, "off") == 0)

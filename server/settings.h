@@ -27,6 +27,7 @@ typedef struct srv_settings {
     unsigned flush_ms;    /* --flush-ms */
     int compress_level;   /* --compress-level */
     char io_backend[16];  /* --io-backend: auto, io_uring, threads */
+    int direct_writes;    /* --direct-writes: a tc_direct */
     int warm;             /* --warm: a tc_warm */
     unsigned hot_snapshot_s; /* --hot-snapshot-s */
 } srv_settings;

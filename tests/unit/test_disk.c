@@ -1172,12 +1172,14 @@ static bool get_noise(tc_engine *e, const char *prefix, unsigned i)
 /* A fresh directory under a budget of 32 MiB (segments of 2 MiB) and
  * items up to 64 KiB, opened with mem_limit bytes of memory, its segments
  * with live maps or without; cfg is kept for reopening. */
-static tc_engine *open_budget_maps(tc_config *cfg, tcu_clock *clk,
-                                   size_t mem_limit, bool maps)
+static tc_engine *open_budget_with(tc_config *cfg, tcu_clock *clk,
+                                   size_t mem_limit, bool maps,
+                                   tc_direct direct)
 {
     fresh_dir();
     atomic_store(&disk_maps_off, !maps);
     cfg_disk(cfg, clk);
+    cfg->direct_writes = direct;
     cfg->disk_size = (uint64_t)32 << 20;
     cfg->mem_limit = mem_limit;
     cfg->item_size_max = 64 << 10;
@@ -1189,7 +1191,7 @@ static tc_engine *open_budget_maps(tc_config *cfg, tcu_clock *clk,
 static tc_engine *open_budget(tc_config *cfg, tcu_clock *clk,
                               size_t mem_limit)
 {
-    return open_budget_maps(cfg, clk, mem_limit, true);
+    return open_budget_with(cfg, clk, mem_limit, true, TC_DIRECT_AUTO);
 }
 
 /* Writing far past disk_size keeps the directory within it (plus one
@@ -1199,7 +1201,7 @@ static void capacity_run(bool maps)
 {
     tcu_clock clk = {0};
     tc_config cfg;
-    tc_engine *e = open_budget_maps(&cfg, &clk, 2 << 20, maps);
+    tc_engine *e = open_budget_with(&cfg, &clk, 2 << 20, maps, TC_DIRECT_AUTO);
     uint64_t seg = cfg.disk_size / 16;
     char key[64], val[NOISE_LEN];
     const unsigned n = 60000; /* about 120 MB: four budgets */
@@ -1390,12 +1392,16 @@ static size_t map_value_len(unsigned i)
  * (reclaim.c), so a mark missing would leave a live key pointing into a
  * deleted segment, and one too many would cost a lookup. The maps match
  * the index while it runs and after a restart (rebuilt from the index);
- * every key the index has reads back, with its newest value. */
-static void live_maps_match_the_index(void)
+ * every key the index has reads back, with its newest value. Run with
+ * the journal's writes through the page cache (mostly: the default,
+ * auto), and with O_DIRECT writes, where reclaim takes the keys from the
+ * index writer's lists (lists) or reads them with O_DIRECT. */
+static void live_maps_run(tc_direct direct, bool lists, size_t mem_limit)
 {
     tcu_clock clk = {0};
     tc_config cfg;
-    tc_engine *e = open_budget(&cfg, &clk, 4 << 20);
+    atomic_store(&reclaim_lists_off, !lists);
+    tc_engine *e = open_budget_with(&cfg, &clk, mem_limit, true, direct);
     enum { KEYS = 20000, OPS = 100000 };
     static unsigned seed_of[KEYS]; /* 0: absent; else the value's seed */
     memset(seed_of, 0, sizeof(seed_of));
@@ -1436,8 +1442,29 @@ static void live_maps_match_the_index(void)
     printf("# reclaim read %llu bytes of %llu segments of %llu\n",
            (unsigned long long)read, (unsigned long long)reclaimed,
            (unsigned long long)(cfg.disk_size / 16));
-    TCT_CHECK(read < reclaimed * (cfg.disk_size / 16) / 2);
+    if (direct != TC_DIRECT_ON)
+        TCT_CHECK(read < reclaimed * (cfg.disk_size / 16) / 2);
+    uint64_t listed = tcu_stat(e, "disk_reclaim_listed_segs");
+    printf("# %llu segments written with O_DIRECT, %llu reclaimed from "
+           "their key lists\n",
+           (unsigned long long)tcu_stat(e, "journal_direct_segments"),
+           (unsigned long long)listed);
+    if (direct == TC_DIRECT_ON)
+        TCT_CHECK(tcu_stat(e, "journal_direct_segments") > reclaimed);
+    if (!lists) {
+        TCT_EQ_U64(listed, 0);
+    } else if (direct == TC_DIRECT_ON && mem_limit > (8 << 20)) {
+        /* The lists' budget (map_max: a sixteenth of memory) holds them
+         * all: no key is read back. */
+        TCT_EQ_U64(listed, reclaimed);
+        TCT_EQ_U64(read, 0);
+    } else if (direct == TC_DIRECT_ON) {
+        /* It holds a few: some segments are reclaimed from their list,
+         * the others read. */
+        TCT_CHECK(listed > 0 && listed < reclaimed);
+    }
     tc_close(e);
+    atomic_store(&reclaim_lists_off, false);
     e = NULL;
     TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
     TCT_CHECK(check_live_maps(e) > 0);
@@ -1462,6 +1489,26 @@ static void live_maps_match_the_index(void)
     TCT_EQ_U64(found, tcu_stat(e, "disk_items"));
     TCT_EQ_U64(tcu_stat(e, "disk_read_errors"), 0);
     tc_close(e);
+}
+
+static void live_maps_match_the_index(void)
+{
+    live_maps_run(TC_DIRECT_AUTO, true, 4 << 20);
+}
+
+static void live_maps_with_direct_writes(void)
+{
+    live_maps_run(TC_DIRECT_ON, true, 32 << 20);
+}
+
+static void live_maps_beyond_the_lists_budget(void)
+{
+    live_maps_run(TC_DIRECT_ON, true, 4 << 20);
+}
+
+static void live_maps_with_direct_reads(void)
+{
+    live_maps_run(TC_DIRECT_ON, false, 4 << 20);
 }
 
 
@@ -2077,6 +2124,9 @@ static const tct_case cases[] = {
     TCT(early_sync_after_a_slow_one),
     TCT(index_run_longer_than_its_puts),
     TCT(live_maps_match_the_index),
+    TCT(live_maps_with_direct_writes),
+    TCT(live_maps_beyond_the_lists_budget),
+    TCT(live_maps_with_direct_reads),
 };
 
 int main(int argc, char **argv)
