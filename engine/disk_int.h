@@ -267,9 +267,10 @@ struct disk {
      * open (ids from kl_from on), the keys of the SET records the index
      * writer indexed in it, so that reclaim need not read them back from
      * the device; kl_bytes of them, within disk_config.map_max. */
-    struct kl_seg *kl;
+    struct kl_seg *kl, *kl_last; /* kl_last: the one listed to last */
     size_t kl_n, kl_cap, kl_bytes;
     uint64_t kl_from;
+    uint64_t kl_done; /* the segments up to it are reclaimed */
     /* A drain waits for the records up to this LSN to be durable: the
      * journal writer syncs without waiting for flush_ms until they are. */
     _Atomic uint64_t sync_for_lsn;
@@ -366,11 +367,10 @@ void reclaim_step(disk *d);
 /* Frees the arrays kept for the next segments to reclaim (when the
  * index writer idles, and at its end). */
 void reclaim_trim(disk *d);
-/* After a commit: lists the keys of the SET records among ents that
- * went into segments written with O_DIRECT (all but those skip marks,
- * in the order they were logged), for reclaim. */
-void reclaim_list_keys(disk *d, jr_entry *const *ents, const bool *skip,
-                       size_t n);
+/* Lists the key of a SET record the index writer indexes at off of
+ * segment seg, if that segment is written with O_DIRECT, for reclaim. */
+void reclaim_list_key(disk *d, uint64_t seg, uint32_t off, const char *key,
+                      size_t klen);
 /* Frees the key lists (at the index writer's end). */
 void reclaim_lists_free(disk *d);
 /* Bytes the directory holds: segments and the index file. */

@@ -249,6 +249,7 @@ static tc_status ix_apply(disk *d, ix_run *r, jr_entry *e)
         if (had)
             ops_push(r, IXOP_LIVE, old.seg, old.off, -(int64_t)old.len);
         ops_push(r, IXOP_LIVE, e->seg, e->off, (int64_t)e->len);
+        reclaim_list_key(d, e->seg, e->off, key, klen);
         if (!had || !counts(d, &old))
             ops_push(r, IXOP_ADD, e->h, 0, 0);
         return TC_OK;
@@ -381,10 +382,8 @@ static void ix_commit_run(disk *d, ix_run *r)
             st = idx_commit(d->ix);
         else
             idx_abort(d->ix);
-        if (st == TC_OK) {
-            reclaim_list_keys(d, r->ents, r->skip, r->n);
+        if (st == TC_OK)
             break;
-        }
         reclaim_applied(d, false); /* read again when it is time */
         d->meta = saved;
         atomic_store(&d->st_last_errno, st == TC_ENOSPC ? ENOSPC : EIO);

@@ -490,9 +490,11 @@ static bool rc_keys_sorted(rc_job *j);
  * index writer up long enough that the workers stopped at index_max
  * (bench/RESULTS.md, thirteenth pass). The index writer has the keys
  * when it indexes their records, so for such segments it lists them
- * then (reclaim_list_keys), and reclaim takes them from the list. An
+ * then (reclaim_list_key), and reclaim takes them from the list. An
  * entry is the record's offset (4 bytes), the key's length (1) and its
- * bytes. A segment gets a list only if this process created it (kl_from
+ * bytes. A transaction that fails leaves its keys listed, and its retry
+ * lists them again: a key listed for a record the index does not point
+ * at is passed over by rc_apply, as one read back is. A segment gets a list only if this process created it (kl_from
  * on), so that its list holds every record the index can point at
  * there. A list that would pass the budget (disk_config.map_max, the
  * live maps' own, once more) is dropped: its segment's keys are read
@@ -510,18 +512,22 @@ _Atomic bool reclaim_lists_off;
 #define KL_FIRST ((size_t)64 << 10)
 
 /* Segment id's list; if it has none, a new one when make is set and id
- * is newer than every listed segment, else NULL. */
+ * is one of this process's segments not reclaimed yet, else NULL. The
+ * lists are kept in id order. */
 static kl_seg *kl_find(disk *d, uint64_t id, bool make)
 {
-    for (size_t i = d->kl_n; i-- > 0;)
-        if (d->kl[i].id == id)
-            return &d->kl[i];
-    if (!make || id < d->kl_from ||
-        (d->kl_n > 0 && id < d->kl[d->kl_n - 1].id) ||
+    size_t i = d->kl_n;
+    while (i > 0 && d->kl[i - 1].id > id)
+        i--;
+    if (i > 0 && d->kl[i - 1].id == id)
+        return &d->kl[i - 1];
+    if (!make || id < d->kl_from || id <= d->kl_done ||
         (d->kl_n == d->kl_cap &&
          !rc_grow((void **)&d->kl, &d->kl_cap, sizeof(*d->kl), 8)))
         return NULL;
-    kl_seg *l = &d->kl[d->kl_n++];
+    memmove(d->kl + i + 1, d->kl + i, (d->kl_n - i) * sizeof(*d->kl));
+    d->kl_n++;
+    kl_seg *l = &d->kl[i];
     *l = (kl_seg){.id = id,
                   .off = atomic_load(&reclaim_lists_off) ||
                          !disk_seg_direct(d, id)};
@@ -543,6 +549,9 @@ static void kl_forget(disk *d, uint64_t id)
     size_t n = 0;
     while (n < d->kl_n && d->kl[n].id <= id)
         kl_drop(d, &d->kl[n++]);
+    if (id > d->kl_done)
+        d->kl_done = id;
+    d->kl_last = NULL;
     memmove(d->kl, d->kl + n, (d->kl_n - n) * sizeof(*d->kl));
     d->kl_n -= n;
 }
@@ -574,19 +583,14 @@ static void kl_add(disk *d, kl_seg *l, uint32_t off, const char *key,
     l->len += need;
 }
 
-void reclaim_list_keys(disk *d, jr_entry *const *ents, const bool *skip,
-                       size_t n)
+void reclaim_list_key(disk *d, uint64_t seg, uint32_t off, const char *key,
+                      size_t klen)
 {
-    kl_seg *l = NULL;
-    for (size_t i = 0; i < n; i++) {
-        const jr_entry *e = ents[i];
-        if (skip[i] || e->type != SEG_SET || e->seg == 0 || e->item == NULL)
-            continue;
-        if (l == NULL || l->id != e->seg)
-            l = kl_find(d, e->seg, true);
-        if (l != NULL && !l->off)
-            kl_add(d, l, e->off, item_key(e->item), item_klen(e->item));
-    }
+    kl_seg *l = d->kl_last;
+    if (l == NULL || l->id != seg)
+        d->kl_last = l = kl_find(d, seg, true);
+    if (l != NULL && !l->off)
+        kl_add(d, l, off, key, klen);
 }
 
 void reclaim_lists_free(disk *d)
