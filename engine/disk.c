@@ -557,6 +557,7 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
              atomic_load(&d->st_reclaim_read_bytes));
     stat_u64(fn, arg, "disk_reclaim_listed_segs",
              atomic_load(&d->st_reclaim_listed));
+    stat_u64(fn, arg, "disk_key_list_bytes", atomic_load(&d->st_kl_bytes));
     stat_u64(fn, arg, "disk_over_budget", atomic_load(&d->st_over_budget));
     stat_u64(fn, arg, "disk_room_wait_timeouts",
              atomic_load(&d->st_room_timeouts));

@@ -315,6 +315,7 @@ struct disk {
     _Atomic uint64_t st_reclaim_rescued;
     _Atomic uint64_t st_reclaim_read_bytes;
     _Atomic uint64_t st_reclaim_listed; /* segments whose keys were listed */
+    _Atomic uint64_t st_kl_bytes; /* kl_bytes, for stats */
     _Atomic uint64_t st_over_budget;
     _Atomic uint64_t st_room_timeouts; /* the writer waited its second */
     _Atomic uint64_t st_durable_lsn;

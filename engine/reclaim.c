@@ -537,6 +537,7 @@ static kl_seg *kl_find(disk *d, uint64_t id, bool make)
 static void kl_drop(disk *d, kl_seg *l)
 {
     d->kl_bytes -= l->cap;
+    atomic_store_explicit(&d->st_kl_bytes, d->kl_bytes, memory_order_relaxed);
     free(l->buf);
     l->buf = NULL;
     l->len = l->cap = 0;
@@ -573,6 +574,8 @@ static void kl_add(disk *d, kl_seg *l, uint32_t off, const char *key,
             return;
         }
         d->kl_bytes += cap - l->cap;
+        atomic_store_explicit(&d->st_kl_bytes, d->kl_bytes,
+                              memory_order_relaxed);
         l->buf = p;
         l->cap = cap;
     }

@@ -32,10 +32,9 @@ def server_on(t, d, *extra):
 
 
 
-@S.test(**ONLY)
-def restart_keeps_items(t):
+def restart_run(t, *extra):
     d = data_dir(t)
-    srv = server_on(t, d)
+    srv = server_on(t, d, *extra)
     c = t.conn(srv)
     items = {}
     for i in range(300):
@@ -50,9 +49,10 @@ def restart_keeps_items(t):
     c.call(b"delete %s\r\n" % t.key("0"), b"DELETED\r\n")
     del items[t.key("0")]
     cas = {k: c.gets(k)[2] for k in items}
+    direct = int(c.stats()["journal_direct_segments"])
     stop_clean(t, srv)
 
-    srv = server_on(t, d)
+    srv = server_on(t, d, *extra)
     c = t.conn(srv)
     for key, (flags, value) in items.items():
         got = c.gets(key)
@@ -68,6 +68,21 @@ def restart_keeps_items(t):
     t.check(int(st["disk_items"]) >= len(items),
             "disk_items %s counts the items" % st["disk_items"])
     stop_clean(t, srv)
+    return direct
+
+
+@S.test(**ONLY)
+def restart_keeps_items(t):
+    restart_run(t)
+
+
+@S.test(**ONLY)
+def restart_keeps_items_written_with_o_direct(t):
+    """The same with the journal's writes around the page cache: records
+    of every length, each write's last partial block carried to the next."""
+    direct = restart_run(t, "--direct-writes=on")
+    t.check(direct > 0, "journal_direct_segments %d: written with O_DIRECT"
+            % direct)
 
 
 @S.test(**ONLY)
