@@ -553,8 +553,10 @@ static void kl_forget(disk *d, uint64_t id)
     if (id > d->kl_done)
         d->kl_done = id;
     d->kl_last = NULL;
-    memmove(d->kl, d->kl + n, (d->kl_n - n) * sizeof(*d->kl));
-    d->kl_n -= n;
+    if (n > 0) {
+        memmove(d->kl, d->kl + n, (d->kl_n - n) * sizeof(*d->kl));
+        d->kl_n -= n;
+    }
 }
 
 static void kl_add(disk *d, kl_seg *l, uint32_t off, const char *key,
