@@ -494,10 +494,12 @@ static bool rc_keys_sorted(rc_job *j);
  * entry is the record's offset (4 bytes), the key's length (1) and its
  * bytes. A transaction that fails leaves its keys listed, and its retry
  * lists them again: a key listed for a record the index does not point
- * at is passed over by rc_apply, as one read back is. A segment gets a list only if this process created it (kl_from
- * on), so that its list holds every record the index can point at
- * there. A list that would pass the budget (disk_config.map_max, the
- * live maps' own, once more) is dropped: its segment's keys are read
+ * at is passed over by rc_apply, as one read back is. A segment gets a
+ * list only if this process created it (kl_from on), so that its list
+ * holds every record the index can point at there; reclaim takes only
+ * segments wholly indexed (before the checkpoint's), whose records have
+ * all been listed. A list that would pass the budget (disk_config.map_max,
+ * the live maps' own, once more) is dropped: its segment's keys are read
  * back as before. */
 typedef struct kl_seg {
     uint64_t id;
