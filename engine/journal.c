@@ -1182,6 +1182,15 @@ static void writer_write_batch(disk *d, jr_entry *batch)
         rc = writer_write(d, used, piece, start);
     if (rc == 0)
         d->cur_off = start + piece;
+    if (rc != 0 && d->jw_dfd >= 0) {
+        /* The carried block may hold bytes of a piece written after
+         * cur_off (a segment switch that failed after its write): the
+         * next batch decides again, and reads the block at cur_off. */
+        io_file_close(d->jw_dfd);
+        d->jw_dfd = -1;
+        d->jw_carry = 0;
+        d->jw_seg_decided = false;
+    }
     d->jw_nparts = 0; /* a failed batch leaves some */
     free(scratch);
     writer_written(d, batch, tail, rc);

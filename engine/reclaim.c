@@ -227,6 +227,7 @@ static int64_t rc_read(disk *d, int fd, unsigned char *buf, size_t len,
 {
     io_op op, *done;
     io_prep_read(&op, fd, buf, len, off);
+    op.user = NULL;
     if (io_submit(d->rq, &op) != TC_OK)
         return -EIO;
     while (io_reap(d->rq, &done, 1, 1, -1) == 0)
@@ -523,10 +524,13 @@ static kl_seg *kl_find(disk *d, uint64_t id, bool make)
         i--;
     if (i > 0 && d->kl[i - 1].id == id)
         return &d->kl[i - 1];
-    if (!make || id < d->kl_from || id <= d->kl_done ||
-        (d->kl_n == d->kl_cap &&
-         !rc_grow((void **)&d->kl, &d->kl_cap, sizeof(*d->kl), 8)))
+    if (!make || id < d->kl_from || id <= d->kl_done)
         return NULL;
+    if (d->kl_n == d->kl_cap &&
+        !rc_grow((void **)&d->kl, &d->kl_cap, sizeof(*d->kl), 8)) {
+        d->kl_done = id; /* a list begun later would lack these keys */
+        return NULL;
+    }
     memmove(d->kl + i + 1, d->kl + i, (d->kl_n - i) * sizeof(*d->kl));
     d->kl_n++;
     kl_seg *l = &d->kl[i];
@@ -721,7 +725,8 @@ static void rc_plan_poll(disk *d, int timeout_ms)
         size_t busy = 0;
         for (size_t i = 0; i < d->rc_nread; i++) {
             rc_job *j = d->rc_read[i];
-            if (j->dfd >= 0 && (j->inflight > 0 || j->bit != UINT64_MAX))
+            if (j->dfd >= 0 &&
+                (j->inflight > 0 || (!j->failed && j->bit != UINT64_MAX)))
                 busy++;
         }
         if (busy == 0)
@@ -787,6 +792,14 @@ void reclaim_plan(disk *d)
         return;
     uint64_t usage = disk_usage(d) + d->cfg.segment_size * 3 / 2;
     while (usage > d->cfg.disk_size && d->rc_nread < RC_MAX) {
+        /* Direct reads under way share the queue with the reads of
+         * rc_read, which would take their completions: the segments
+         * after such a one wait for the next plan. */
+        bool reading = false;
+        for (size_t i = 0; i < d->rc_nread; i++)
+            reading |= d->rc_read[i]->dfd >= 0;
+        if (reading)
+            break;
         uint64_t id = 0;
         int fd = -1;
         bool direct = false;
