@@ -1855,12 +1855,13 @@ static void sync_runs_beside_writes(void)
  * writer goes on, and once syncs succeed again new stores are durable.
  * Errors are injected in the thread pool (io_sim_fail_syncs): both runs
  * of this test use that backend. */
-static void failed_sync_beside_writes(void)
+static void failed_sync_run(tc_direct direct)
 {
     tcu_clock clk = {0};
     fresh_dir();
     tc_config cfg;
     cfg_disk(&cfg, &clk);
+    cfg.direct_writes = direct;
     cfg.io_backend = "threads";
     cfg.compress_level = 0;
     tc_engine *e = NULL;
@@ -1893,6 +1894,18 @@ static void failed_sync_beside_writes(void)
     expect(e, "fs:before", "kept");
     expect(e, "fs:after", "durable");
     tc_close(e);
+}
+
+static void failed_sync_beside_writes(void)
+{
+    failed_sync_run(TC_DIRECT_AUTO);
+}
+
+/* The same with the journal written with O_DIRECT: a failed batch drops
+ * its descriptor and carried block, and what follows is written right. */
+static void failed_sync_beside_direct_writes(void)
+{
+    failed_sync_run(TC_DIRECT_ON);
 }
 
 /* The journal stops the stores once queue_max bytes wait for a sync, and
@@ -2121,6 +2134,7 @@ static const tct_case cases[] = {
     TCT(compression_goes_on_behind_a_slow_disk),
     TCT(sync_runs_beside_writes),
     TCT(failed_sync_beside_writes),
+    TCT(failed_sync_beside_direct_writes),
     TCT(early_sync_after_a_slow_one),
     TCT(index_run_longer_than_its_puts),
     TCT(live_maps_match_the_index),
