@@ -122,6 +122,15 @@ static bool parse_ulong(const char *s, unsigned long long min,
     return true;
 }
 
+/* The position of s among the three words of a choice, or -1. */
+static int parse_word(const char *s, const char *const words[3])
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, words[i]) == 0)
+            return i;
+    return -1;
+}
+
 /* A size in bytes with an optional k or m suffix (memcached's -I). */
 static bool parse_size(const char *s, size_t *out)
 {
@@ -244,17 +253,17 @@ srv_parse_result srv_settings_parse(srv_settings *s, int argc, char **argv)
             s->disk_size = v2;
             break;
         }
-        case OPT_DURABILITY:
-            if (strcmp(optarg, "async") == 0)
-                s->durability = TC_DURABILITY_ASYNC;
-            else if (strcmp(optarg, "sync") == 0)
-                s->durability = TC_DURABILITY_SYNC;
-            else if (strcmp(optarg, "none") == 0)
-                s->durability = TC_DURABILITY_NONE;
-            else
+        case OPT_DURABILITY: {
+            static const char *const w[3] = {"async", "sync", "none"};
+            static const tc_durability m[3] = {
+                TC_DURABILITY_ASYNC, TC_DURABILITY_SYNC, TC_DURABILITY_NONE};
+            int i = parse_word(optarg, w);
+            if (i < 0)
                 return srv_bad("--durability", optarg,
                                "give async, sync or none");
+            s->durability = m[i];
             break;
+        }
         case OPT_FLUSH_MS:
             if (!parse_ulong(optarg, 1, 60000, &v))
                 return srv_bad("--flush-ms", optarg, "give 1..60000");
@@ -272,27 +281,27 @@ srv_parse_result srv_settings_parse(srv_settings *s, int argc, char **argv)
                                "give io_uring, threads or auto");
             snprintf(s->io_backend, sizeof(s->io_backend), "%s", optarg);
             break;
-        case OPT_DIRECT_WRITES:
-            if (strcmp(optarg, "auto") == 0)
-                s->direct_writes = TC_DIRECT_AUTO;
-            else if (strcmp(optarg, "on") == 0)
-                s->direct_writes = TC_DIRECT_ON;
-            else if (strcmp(optarg, "off") == 0)
-                s->direct_writes = TC_DIRECT_OFF;
-            else
+        case OPT_DIRECT_WRITES: {
+            static const char *const w[3] = {"auto", "on", "off"};
+            static const tc_direct m[3] = {TC_DIRECT_AUTO, TC_DIRECT_ON,
+                                           TC_DIRECT_OFF};
+            int i = parse_word(optarg, w);
+            if (i < 0)
                 return srv_bad("--direct-writes", optarg,
                                "give auto, on or off");
+            s->direct_writes = m[i];
             break;
-        case OPT_WARM:
-            if (strcmp(optarg, "off") == 0)
-                s->warm = TC_WARM_OFF;
-            else if (strcmp(optarg, "hot") == 0)
-                s->warm = TC_WARM_HOT;
-            else if (strcmp(optarg, "all") == 0)
-                s->warm = TC_WARM_ALL;
-            else
+        }
+        case OPT_WARM: {
+            static const char *const w[3] = {"off", "hot", "all"};
+            static const tc_warm m[3] = {TC_WARM_OFF, TC_WARM_HOT,
+                                         TC_WARM_ALL};
+            int i = parse_word(optarg, w);
+            if (i < 0)
                 return srv_bad("--warm", optarg, "give off, hot or all");
+            s->warm = m[i];
             break;
+        }
         case OPT_HOT_SNAPSHOT:
             if (!parse_ulong(optarg, 0, 86400, &v))
                 return srv_bad("--hot-snapshot-s", optarg, "give 0..86400");

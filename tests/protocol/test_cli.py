@@ -41,6 +41,8 @@ BAD = [
     (["-I", "600m", "-m", "1024"], b"-I"),
     (["-U", "11211"], b"-U"),
     (["--direct-writes", "sometimes"], b"--direct-writes"),
+    (["--durability", "eventually"], b"--durability"),
+    (["--warm", "lukewarm"], b"--warm"),
 ]
 
 
