@@ -571,4 +571,8 @@ void disk_stats(disk *d, tc_stat_fn fn, void *arg)
        d->cfg.durability == TC_DURABILITY_SYNC   ? "sync"
        : d->cfg.durability == TC_DURABILITY_NONE ? "none"
                                                  : "async");
+    fn(arg, "direct_writes",
+       d->cfg.direct_writes == TC_DIRECT_ON    ? "on"
+       : d->cfg.direct_writes == TC_DIRECT_OFF ? "off"
+                                               : "auto");
 }

@@ -81,6 +81,10 @@ def restart_keeps_items_written_with_o_direct(t):
     """The same with the journal's writes around the page cache: records
     of every length, each write's last partial block carried to the next."""
     direct = restart_run(t, "--direct-writes=on")
+    srv = server_on(t, data_dir(t), "--direct-writes=on")
+    t.eq(t.conn(srv).stats().get("direct_writes"), "on",
+         "stats says the mode")
+    stop_clean(t, srv)
     t.check(direct > 0, "journal_direct_segments %d: written with O_DIRECT"
             % direct)
 
