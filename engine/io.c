@@ -586,12 +586,12 @@ static void pool_complete_locked(io_queue *q, io_op *op)
 
 static void pool_run(io_op *op)
 {
-    if (op->opcode == IO_OP_FDATASYNC) {
-        int err = iosim_slow_sync();
-        if (err != 0) {
-            op->res = -err;
-            return;
-        }
+    int err = op->opcode == IO_OP_FDATASYNC ? iosim_slow_sync()
+              : op->opcode == IO_OP_READ    ? iosim_read_err()
+                                            : 0;
+    if (err != 0) {
+        op->res = -err;
+        return;
     }
     if (!iosim_active()) {
         op->res = io_sys_run(op);

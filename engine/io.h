@@ -190,6 +190,10 @@ void io_sim_slow_syncs(uint64_t us);
  * simulation off, every fdatasync from then on fails with -err without
  * being made (0: none fail, the default). */
 void io_sim_fail_syncs(int err);
+/* Failing reads: with the thread pool's backend, and the power-cut
+ * simulation off, every read from then on fails with -err without being
+ * made (0: none fail, the default). */
+void io_sim_fail_reads(int err);
 /* Makes every later operation fail with -EIO without touching a file,
  * waits for what the kernel or a pool thread is doing, then undoes
  * everything not on stable storage. Returns how many changes it undid:

@@ -51,6 +51,8 @@ void iosim_slow_write(size_t len);
 /* Before an fdatasync of the pool: waits as io_sim_slow_syncs says, and
  * returns the error io_sim_fail_syncs set (0: run it). */
 int iosim_slow_sync(void);
+/* Before a read of the pool: the error io_sim_fail_reads set (0: run it). */
+int iosim_read_err(void);
 void iosim_lock(void);
 void iosim_unlock(void);
 bool iosim_cut_locked(void);

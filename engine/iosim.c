@@ -167,6 +167,7 @@ static struct {
     _Atomic uint64_t write_bps; /* io_sim_slow_writes; 0: full speed */
     _Atomic uint64_t sync_us;   /* io_sim_slow_syncs; 0: full speed */
     atomic_int sync_err;        /* io_sim_fail_syncs; 0: none */
+    atomic_int read_err;        /* io_sim_fail_reads; 0: none */
     bool broken; /* a record could not be kept: the model is not exact */
     sim_file *files;
     sim_dir *dirs;
@@ -229,6 +230,16 @@ void io_sim_slow_syncs(uint64_t us)
 void io_sim_fail_syncs(int err)
 {
     atomic_store(&sim.sync_err, err);
+}
+
+void io_sim_fail_reads(int err)
+{
+    atomic_store(&sim.read_err, err);
+}
+
+int iosim_read_err(void)
+{
+    return iosim_active() ? 0 : atomic_load(&sim.read_err);
 }
 
 int iosim_slow_sync(void)

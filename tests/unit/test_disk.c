@@ -1901,6 +1901,60 @@ static void failed_sync_beside_writes(void)
     failed_sync_run(TC_DIRECT_AUTO);
 }
 
+/* Reclaim's O_DIRECT reads failing (a device error, io_sim_fail_reads):
+ * the segment stays, counted in disk_read_errors; once reads work again
+ * reclaim goes on and brings the directory back within its budget, and
+ * closing does not wait for reads that never come. Key lists are off,
+ * so that reclaim reads the segments written with O_DIRECT. The threads
+ * backend: the failures are injected there. */
+static void reclaim_survives_failed_reads(void)
+{
+    tcu_clock clk = {0};
+    tc_config cfg;
+    fresh_dir();
+    atomic_store(&disk_maps_off, false);
+    atomic_store(&reclaim_lists_off, true);
+    cfg_disk(&cfg, &clk);
+    cfg.io_backend = "threads";
+    cfg.direct_writes = TC_DIRECT_ON;
+    cfg.disk_size = (uint64_t)32 << 20;
+    cfg.mem_limit = 4 << 20;
+    cfg.item_size_max = 64 << 10;
+    tc_engine *e = NULL;
+    TCT_EQ_ST(tc_open(&cfg, &e), TC_OK);
+    enum { N = 16000 }; /* about one budget each time */
+    for (unsigned i = 0; i < N; i++)
+        put_noise(e, "fr:", i);
+    uint64_t direct = tcu_stat(e, "journal_direct_segments");
+    io_sim_fail_reads(EIO);
+    uint64_t end = mono_ms() + 10000;
+    unsigned i = N;
+    while (tcu_stat(e, "disk_read_errors") == 0 && mono_ms() < end)
+        put_noise(e, "fr:", i++);
+    uint64_t errors = tcu_stat(e, "disk_read_errors");
+    uint64_t reclaimed = tcu_stat(e, "disk_reclaimed_segments");
+    io_sim_fail_reads(0);
+    printf("# %llu segments written with O_DIRECT; %llu read errors after "
+           "%u more stores, %llu segments reclaimed\n",
+           (unsigned long long)direct, (unsigned long long)errors, i - N,
+           (unsigned long long)reclaimed);
+    TCT_CHECK(direct > 0);
+    TCT_CHECK(errors > 0);
+    for (unsigned k = 0; k < N; k++)
+        put_noise(e, "fr2:", k);
+    tcu_wait_indexed_for(e, TCU_INDEXED_MS);
+    unsigned idle_ms;
+    uint64_t used = wait_within_budget(e, &cfg, 10000, &idle_ms);
+    printf("# then %llu reclaimed, %llu bytes used\n",
+           (unsigned long long)tcu_stat(e, "disk_reclaimed_segments"),
+           (unsigned long long)used);
+    TCT_CHECK(tcu_stat(e, "disk_reclaimed_segments") > reclaimed);
+    TCT_CHECK(used + cfg.disk_size / 16 * 3 / 2 <= cfg.disk_size);
+    TCT_CHECK(get_noise(e, "fr2:", N - 1));
+    tc_close(e); /* would wait for ever on a plan left busy */
+    atomic_store(&reclaim_lists_off, false);
+}
+
 /* The same with the journal written with O_DIRECT: a failed batch drops
  * its descriptor and carried block, and what follows is written right. */
 static void failed_sync_beside_direct_writes(void)
@@ -2135,6 +2189,7 @@ static const tct_case cases[] = {
     TCT(sync_runs_beside_writes),
     TCT(failed_sync_beside_writes),
     TCT(failed_sync_beside_direct_writes),
+    TCT(reclaim_survives_failed_reads),
     TCT(early_sync_after_a_slow_one),
     TCT(index_run_longer_than_its_puts),
     TCT(live_maps_match_the_index),
