@@ -266,9 +266,9 @@ struct disk {
     /* Key lists (reclaim.c): for each segment written with O_DIRECT since
      * open (ids from kl_from on), the keys of the SET records the index
      * writer indexed in it, so that reclaim need not read them back from
-     * the device; kl_bytes of them, within disk_config.map_max. */
+     * the device; st_kl_bytes of them, within disk_config.map_max. */
     struct kl_seg *kl, *kl_last; /* kl_last: the one listed to last */
-    size_t kl_n, kl_cap, kl_bytes;
+    size_t kl_n, kl_cap;
     uint64_t kl_from;
     uint64_t kl_done; /* the segments up to it are reclaimed */
     /* A drain waits for the records up to this LSN to be durable: the
@@ -315,7 +315,7 @@ struct disk {
     _Atomic uint64_t st_reclaim_rescued;
     _Atomic uint64_t st_reclaim_read_bytes;
     _Atomic uint64_t st_reclaim_listed; /* segments whose keys were listed */
-    _Atomic uint64_t st_kl_bytes; /* kl_bytes, for stats */
+    _Atomic uint64_t st_kl_bytes; /* the key lists' bytes (reclaim.c) */
     _Atomic uint64_t st_over_budget;
     _Atomic uint64_t st_room_timeouts; /* the writer waited its second */
     _Atomic uint64_t st_durable_lsn;

@@ -1116,8 +1116,7 @@ static void writer_write_batch(disk *d, jr_entry *batch)
             val = record_value(d, e, &r, &scratch, &scratch_cap, &hurried);
         size_t size = seg_rec_size(r.klen, r.stored_len);
         bool by_ref = val != NULL && r.codec == SEG_RAW &&
-                      r.stored_len >= JR_IOV_MIN && d->jw_dfd < 0 &&
-                      jw_parts_ready(d);
+                      r.stored_len >= JR_IOV_MIN && jw_parts_ready(d);
         if (rc == 0 && d->cur_off + piece + size > d->cfg.segment_size) {
             rc = writer_write(d, used, piece, start);
             if (rc == 0) {
@@ -1141,7 +1140,7 @@ static void writer_write_batch(disk *d, jr_entry *batch)
             start = d->cur_off;
         }
         if (d->jw_dfd >= 0)
-            by_ref = false; /* the segment begun above is written directly */
+            by_ref = false; /* written directly: every byte from wbuf */
         size_t in_buf = by_ref ? size - r.stored_len : size;
         if (rc == 0 && !wbuf_reserve(d, used + in_buf))
             rc = -ENOMEM;

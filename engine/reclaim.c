@@ -542,8 +542,7 @@ static kl_seg *kl_find(disk *d, uint64_t id, bool make)
 
 static void kl_drop(disk *d, kl_seg *l)
 {
-    d->kl_bytes -= l->cap;
-    atomic_store_explicit(&d->st_kl_bytes, d->kl_bytes, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&d->st_kl_bytes, l->cap, memory_order_relaxed);
     free(l->buf);
     l->buf = NULL;
     l->len = l->cap = 0;
@@ -576,14 +575,15 @@ static void kl_add(disk *d, kl_seg *l, uint32_t off, const char *key,
     if (l->len + need > l->cap) {
         size_t cap = l->cap == 0 ? KL_FIRST : l->cap * 2;
         void *p = NULL;
-        if (d->kl_bytes - l->cap + cap > d->cfg.map_max ||
+        uint64_t bytes = atomic_load_explicit(&d->st_kl_bytes,
+                                              memory_order_relaxed);
+        if (bytes - l->cap + cap > d->cfg.map_max ||
             (p = realloc(l->buf, cap)) == NULL) {
             kl_drop(d, l);
             return;
         }
-        d->kl_bytes += cap - l->cap;
-        atomic_store_explicit(&d->st_kl_bytes, d->kl_bytes,
-                              memory_order_relaxed);
+        atomic_fetch_add_explicit(&d->st_kl_bytes, cap - l->cap,
+                                  memory_order_relaxed);
         l->buf = p;
         l->cap = cap;
     }
