@@ -1455,8 +1455,11 @@ static void live_maps_run(tc_direct direct, bool lists, size_t mem_limit)
         TCT_EQ_U64(listed, 0);
     } else if (direct == TC_DIRECT_ON && mem_limit > (8 << 20)) {
         /* The lists' budget (map_max: a sixteenth of memory) holds them
-         * all: no key is read back. */
-        TCT_EQ_U64(listed, reclaimed);
+         * all: no key is read back. A plan takes a segment's list before
+         * the segment is deleted (and counted reclaimed): up to four
+         * segments of a drain under way may be listed and not yet
+         * reclaimed. */
+        TCT_CHECK(listed >= reclaimed && listed <= reclaimed + 4);
         TCT_EQ_U64(read, 0);
     } else if (direct == TC_DIRECT_ON) {
         /* It holds a few: some segments are reclaimed from their list,
